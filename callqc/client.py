@@ -1,0 +1,103 @@
+"""A small synchronous client for the CallQC gRPC API (used by the CLI, tests and perf)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import yaml
+
+from callqc.gateway.convert import call_spec_to_pb
+from callqc.models import CallMetadata, CallSpec, ChannelLayout
+from callqc.v1 import callqc_pb2 as pb
+from callqc.v1 import callqc_pb2_grpc as pb_grpc
+
+CHUNK_BYTES = 512 * 1024
+AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".amr", ".m4a"}
+
+
+@dataclass
+class LocalCall:
+    """A call on local disk, ready to upload and submit."""
+
+    path: Path
+    spec: CallSpec  # audio_key filled in after upload
+
+
+def load_calls(path: Path, language: str = "zh", layout: ChannelLayout = ChannelLayout.STEREO_AGENT_LEFT
+               ) -> list[LocalCall]:
+    """A folder of audio files (call id = file stem) or a batch YAML (see samples/batch.yaml)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+        return [LocalCall(f, CallSpec(call_id=f.stem, audio_key="", channel_layout=layout, language=language))
+                for f in files]
+    doc = yaml.safe_load(path.read_text())
+    calls = []
+    for entry in doc["calls"]:
+        spec = CallSpec(
+            call_id=entry["call_id"],
+            audio_key="",
+            channel_layout=ChannelLayout(entry.get("channel_layout", layout.value)),
+            language=entry.get("language", language),
+            metadata=CallMetadata.model_validate(entry.get("metadata", {})),
+        )
+        calls.append(LocalCall(path.parent / entry["file"], spec))
+    return calls
+
+
+class CallQCClient:
+    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None,
+                 call_credentials: grpc.CallCredentials | None = None, timeout: float = 60.0) -> None:
+        if credentials is not None:
+            if call_credentials is not None:
+                credentials = grpc.composite_channel_credentials(credentials, call_credentials)
+            self.channel = grpc.secure_channel(target, credentials)
+        else:
+            self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.CallQCStub(self.channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> CallQCClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def upload_bytes(self, data: bytes, filename: str = "") -> pb.UploadAudioResponse:
+        def messages() -> Iterator[pb.UploadAudioRequest]:
+            header = pb.UploadHeader(filename=filename, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+            yield pb.UploadAudioRequest(header=header)
+            for offset in range(0, len(data), CHUNK_BYTES):
+                yield pb.UploadAudioRequest(chunk=data[offset : offset + CHUNK_BYTES])
+
+        return self.stub.UploadAudio(messages(), timeout=self.timeout)
+
+    def upload_file(self, path: Path) -> pb.UploadAudioResponse:
+        return self.upload_bytes(path.read_bytes(), path.name)
+
+    def submit(self, request_id: str, calls: list[CallSpec]) -> pb.SubmitBatchResponse:
+        request = pb.SubmitBatchRequest(request_id=request_id, calls=[call_spec_to_pb(c) for c in calls])
+        return self.stub.SubmitBatch(request, timeout=self.timeout)
+
+    def get_batch(self, batch_id: str) -> pb.GetBatchResponse:
+        return self.stub.GetBatch(pb.GetBatchRequest(batch_id=batch_id), timeout=self.timeout)
+
+    def watch(self, batch_id: str, timeout: float | None = None) -> Iterator[pb.WatchBatchResponse]:
+        return self.stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch_id), timeout=timeout)
+
+    def get_report(self, call_id: str, batch_id: str = "") -> pb.GetReportResponse:
+        return self.stub.GetReport(pb.GetReportRequest(call_id=call_id, batch_id=batch_id), timeout=self.timeout)
+
+    def upload_and_submit(self, request_id: str, calls: list[LocalCall]) -> pb.SubmitBatchResponse:
+        specs = []
+        for call in calls:
+            uploaded = self.upload_file(call.path)
+            specs.append(call.spec.model_copy(update={"audio_key": uploaded.audio_key,
+                                                      "audio_sha256": uploaded.sha256}))
+        return self.submit(request_id, specs)

@@ -1,0 +1,3 @@
+from callqc.gateway.server import main
+
+main()

@@ -1,0 +1,213 @@
+"""The CallQC gRPC service. Accepting work only touches S3: it never waits on the compute cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+
+from callqc.errors import CallErrorCode, CallProcessingError
+from callqc.gateway.convert import call_spec_from_pb, counts_of, report_from_json, status_to_pb
+from callqc.jobs import BatchManifest, CallStatus, JobStore, RequestConflict, batch_id_for
+from callqc.models import CallSpec, CallState
+from callqc.settings import Settings
+from callqc.storage import ObjectNotFound, ObjectStore
+from callqc.v1 import callqc_pb2 as pb
+from callqc.v1 import callqc_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+REQUEST_ID_MAX = 128
+UPLOAD_CHUNK_MAX = 1024 * 1024
+
+
+def caller_of(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling. Until authentication is wired in, every caller is 'local'."""
+    return "local"
+
+
+class CallQCServicer(pb_grpc.CallQCServicer):
+    def __init__(self, settings: Settings, store: ObjectStore, caller: Callable[[Any], str] = caller_of) -> None:
+        self.settings = settings
+        self.store = store
+        self.jobs = JobStore(store, settings.s3, settings.gateway.io_threads)
+        self._pool = ThreadPoolExecutor(settings.gateway.io_threads, thread_name_prefix="gateway-io")
+        self._caller = caller
+        self._submit_locks: dict[str, asyncio.Lock] = {}
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # -- SubmitBatch -----------------------------------------------------------------------
+    def _validate_calls(self, request: pb.SubmitBatchRequest) -> tuple[list[CallSpec], list[CallStatus]]:
+        accepted: list[CallSpec] = []
+        rejected: list[CallStatus] = []
+        for call in request.calls:
+            try:
+                accepted.append(call_spec_from_pb(call, self.settings.s3.audio_prefix))
+            except CallProcessingError as err:
+                rejected.append(
+                    CallStatus(call_id=call.call_id, state=CallState.FAILED, error=err.code, error_message=err.message)
+                )
+        return accepted, rejected
+
+    def _check_audio(self, spec: CallSpec) -> CallStatus | None:
+        info = self.store.stat(spec.audio_key)
+        if info is None:
+            return CallStatus(
+                call_id=spec.call_id,
+                state=CallState.FAILED,
+                error=CallErrorCode.AUDIO_NOT_FOUND,
+                error_message=f"no object {spec.audio_key!r} in the audio bucket",
+            )
+        if info.size > self.settings.audio.max_bytes:
+            return CallStatus(
+                call_id=spec.call_id,
+                state=CallState.FAILED,
+                error=CallErrorCode.AUDIO_TOO_LARGE,
+                error_message=f"audio is {info.size} bytes; the cap is {self.settings.audio.max_bytes}",
+            )
+        return None
+
+    async def SubmitBatch(self, request: pb.SubmitBatchRequest, context: grpc.aio.ServicerContext):
+        if not request.request_id or len(request.request_id) > REQUEST_ID_MAX:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request_id must be 1..{REQUEST_ID_MAX} chars")
+        if not request.calls:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a batch needs at least one call")
+        if len(request.calls) > self.settings.gateway.max_calls_per_batch:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(request.calls)} calls; at most {self.settings.gateway.max_calls_per_batch} per batch",
+            )
+        seen: set[str] = set()
+        duplicates = sorted({c.call_id for c in request.calls if c.call_id in seen or seen.add(c.call_id)})
+        if duplicates:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"call_id repeated within the batch: {', '.join(duplicates[:10])}"
+            )
+        client = self._caller(context)
+        batch_id = batch_id_for(client, request.request_id)
+        lock = self._submit_locks.setdefault(batch_id, asyncio.Lock())
+        async with lock:
+            existing = await self._io(self.jobs.get_manifest, batch_id)
+            if existing is None:
+                accepted, rejected = self._validate_calls(request)
+                audio_checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
+                rejected += [status for status in audio_checks if status is not None]
+                bad = {status.call_id for status in rejected}
+                accepted = [spec for spec in accepted if spec.call_id not in bad]
+                manifest = BatchManifest(
+                    batch_id=batch_id,
+                    request_id=request.request_id,
+                    client=client,
+                    request_digest=request_digest_of(request),
+                    calls=accepted,
+                    rejected=rejected,
+                )
+            else:
+                manifest = existing.model_copy(update={"request_digest": request_digest_of(request)})
+            try:
+                stored, created = await self._io(self.jobs.create_batch, manifest)
+            except RequestConflict as err:
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+        self._submit_locks.pop(batch_id, None)
+        counts = pb.BatchCounts(total=stored.total, queued=len(stored.calls), failed=len(stored.rejected))
+        return pb.SubmitBatchResponse(
+            batch_id=stored.batch_id,
+            created=created,
+            counts=counts,
+            rejected=[status_to_pb(s) for s in stored.rejected],
+        )
+
+    # -- UploadAudio -----------------------------------------------------------------------
+    async def UploadAudio(self, request_iterator: AsyncIterator[pb.UploadAudioRequest], context):
+        cap = self.settings.gateway.upload_max_bytes
+        header: pb.UploadHeader | None = None
+        digest = hashlib.sha256()
+        size = 0
+        with tempfile.SpooledTemporaryFile(max_size=self.settings.gateway.upload_spool_bytes) as spool:
+            async for message in request_iterator:
+                part = message.WhichOneof("part")
+                if part == "header":
+                    if header is not None or size:
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the header must come once, first")
+                    header = message.header
+                    continue
+                if part != "chunk":
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty upload message")
+                if len(message.chunk) > UPLOAD_CHUNK_MAX:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunks must be ≤ {UPLOAD_CHUNK_MAX} bytes")
+                size += len(message.chunk)
+                if size > cap:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"upload exceeds the {cap}-byte cap")
+                digest.update(message.chunk)
+                spool.write(message.chunk)
+            if size == 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "upload carried no audio bytes")
+            sha256 = digest.hexdigest()
+            if header is not None and header.sha256 and header.sha256.lower() != sha256:
+                await context.abort(
+                    grpc.StatusCode.DATA_LOSS, f"sha256 of the received bytes is {sha256}, header said {header.sha256}"
+                )
+            if header is not None and header.size and header.size != size:
+                await context.abort(grpc.StatusCode.DATA_LOSS, f"received {size} bytes, header said {header.size}")
+            key = f"{self.settings.s3.audio_prefix}uploads/{sha256}"
+            if not await self._io(self.store.exists, key):
+                spool.seek(0)
+                meta = {"sha256": sha256, "filename": (header.filename if header else "")[:200]}
+                await self._io(self.store.put_stream, key, spool, size, meta)
+        return pb.UploadAudioResponse(audio_key=key, sha256=sha256, size=size)
+
+    # -- reads -----------------------------------------------------------------------------
+    async def _manifest_or_abort(self, batch_id: str, context) -> BatchManifest:
+        manifest = await self._io(self.jobs.get_manifest, batch_id) if batch_id else None
+        if manifest is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no batch {batch_id!r}")
+        return manifest
+
+    async def GetBatch(self, request: pb.GetBatchRequest, context):
+        manifest = await self._manifest_or_abort(request.batch_id, context)
+        statuses = await self._io(self.jobs.statuses, manifest)
+        return pb.GetBatchResponse(
+            batch_id=manifest.batch_id,
+            request_id=manifest.request_id,
+            created_at=manifest.created_at,
+            counts=counts_of(statuses),
+            calls=[status_to_pb(s) for s in statuses],
+        )
+
+    async def GetReport(self, request: pb.GetReportRequest, context):
+        if not request.call_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id is required")
+        try:
+            data = await self._io(self.jobs.get_report, request.call_id, request.batch_id)
+        except (ObjectNotFound, KeyError):
+            where = f" in batch {request.batch_id!r}" if request.batch_id else ""
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no report for call {request.call_id!r}{where}")
+        return pb.GetReportResponse(report=report_from_json(data), report_json=data.decode())
+
+    async def WatchBatch(self, request: pb.WatchBatchRequest, context):
+        manifest = await self._manifest_or_abort(request.batch_id, context)
+        last: dict[str, tuple[str, int]] = {}
+        while True:
+            statuses = await self._io(self.jobs.statuses, manifest)
+            counts = counts_of(statuses)
+            complete = all(s.state.terminal for s in statuses)
+            changed = [s for s in statuses if last.get(s.call_id) != (s.state.value, s.attempts)]
+            for status in changed:
+                last[status.call_id] = (status.state.value, status.attempts)
+                yield pb.WatchBatchResponse(call=status_to_pb(status), counts=counts)
+            if complete:
+                yield pb.WatchBatchResponse(counts=counts, complete=True)
+                return
+            await asyncio.sleep(self.settings.gateway.watch_poll_seconds)
+
+
+def request_digest_of(request: pb.SubmitBatchRequest) -> str:
+    """Digest of the submission as sent (not as validated) — what a repeated request id must match."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+

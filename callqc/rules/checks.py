@@ -1,0 +1,265 @@
+"""What each rule type does with its hits (and with the call metadata) to produce findings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import time
+
+from callqc.models import CallMetadata, Finding, Role
+from callqc.rules.compiler import CompiledRule, PatternInfo, PatternRole
+from callqc.rules.context import CallText, RuleHit
+from callqc.rules.pack import Defaults
+from callqc.textnorm import Amount, find_amounts, find_days, normalize_text
+
+_APPROXIMATE = ("多", "左右", "来", "余", "几", "上下")
+
+
+@dataclass
+class RuleInput:
+    """Everything one rule sees of one call."""
+
+    call: CallText
+    metadata: CallMetadata | None
+    defaults: Defaults
+    infos: list[PatternInfo]
+    hits: dict[PatternRole, list[RuleHit]] = field(default_factory=dict)
+    groups: dict[int, list[RuleHit]] = field(default_factory=dict)
+
+    def role_hits(self, role: PatternRole) -> list[RuleHit]:
+        return self.hits.get(role, [])
+
+
+Check = Callable[[CompiledRule, RuleInput], list[Finding]]
+
+
+# --- shared helpers -------------------------------------------------------------------------
+
+
+def _confidence(cr: CompiledRule, inp: RuleInput, hit: RuleHit | None) -> float:
+    conf = cr.rule.confidence
+    if hit is not None:
+        if hit.phonetic:
+            conf *= inp.defaults.pinyin.confidence
+        if inp.call.role(hit.seg) == Role.UNKNOWN:
+            conf *= inp.defaults.unknown_role_confidence
+    return round(conf, 3)
+
+
+def _finding(cr: CompiledRule, **fields: object) -> Finding:
+    rule = cr.rule
+    return Finding(
+        rule_id=rule.id,
+        name=rule.name,
+        severity=rule.severity,
+        category=rule.category,
+        source="rule",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _hit_finding(cr: CompiledRule, inp: RuleInput, hit: RuleHit, end: int | None = None, why: str = "") -> Finding:
+    call = inp.call
+    stop = hit.end if end is None else end
+    t0, t1 = call.time_span(hit.seg, hit.start, stop)
+    label = inp.infos[hit.pattern].label
+    rationale = why or (f"homophone of {label!r}" if hit.phonetic else f"matched {label!r}")
+    return _finding(
+        cr,
+        segment_ids=[call.segments[hit.seg].id],
+        start=round(t0, 3),
+        end=round(t1, 3),
+        evidence=call.evidence(hit.seg, hit.start, stop),
+        confidence=_confidence(cr, inp, hit),
+        rationale=rationale,
+    )
+
+
+def _when_ok(cr: CompiledRule, metadata: CallMetadata | None) -> bool:
+    when = cr.rule.when
+    if when is None or when.outsourced is None:
+        return True
+    return metadata is not None and metadata.outsourced == when.outsourced
+
+
+def _scoped(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> list[RuleHit]:
+    return [h for h in hits if inp.call.in_scope(h.seg, cr.rule.scope)]
+
+
+def _dedupe(hits: list[RuleHit]) -> list[RuleHit]:
+    """Overlapping hits of one rule: keep the exact, longest, earliest one."""
+    kept: list[RuleHit] = []
+    for hit in sorted(hits, key=lambda h: (h.seg, h.start, h.phonetic, -(h.end - h.start))):
+        if not any(hit.overlaps(k) for k in kept[-8:]):
+            kept.append(hit)
+    return kept
+
+
+def _guarded(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> list[RuleHit]:
+    """Apply exceptions, proximity, negation and quotation guards."""
+    exceptions = inp.role_hits(PatternRole.EXCEPTION)
+    near = inp.role_hits(PatternRole.NEAR)
+    within = cr.rule.near.within if cr.rule.near else 0
+    out = []
+    for hit in hits:
+        if any(hit.overlaps(x) for x in exceptions):
+            continue
+        if cr.rule.near and not any(n.seg == hit.seg and hit.gap(n) <= within for n in near):
+            continue
+        if cr.negation and cr.negation.negated(inp.call, hit):
+            continue
+        if cr.quotation and cr.quotation.quoted(inp.call, hit):
+            continue
+        out.append(hit)
+    return out
+
+
+# --- rule types -----------------------------------------------------------------------------
+
+
+def check_keyword(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
+    """Prohibited phrases (agent) or customer signals: every guarded, de-duplicated hit."""
+    if not _when_ok(cr, inp.metadata):
+        return []
+    hits = _dedupe(_guarded(cr, inp, _scoped(cr, inp, inp.role_hits(PatternRole.TRIGGER))))
+    return [_hit_finding(cr, inp, h) for h in hits[: inp.defaults.max_findings_per_rule]]
+
+
+def _window(cr: CompiledRule, duration: float) -> tuple[float, float, str]:
+    window = cr.rule.window
+    if window and window.first_s:
+        return 0.0, min(window.first_s, duration), f"first {window.first_s:g}s"
+    if window and window.last_s:
+        return max(0.0, duration - window.last_s), duration, f"last {window.last_s:g}s"
+    return 0.0, duration, "the call"
+
+
+def check_required(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
+    """R01/R05/R09: every group must be said by the agent inside the window, else flag the window."""
+    call = inp.call
+    if not _when_ok(cr, inp.metadata):
+        return []
+    scoped = [i for i in range(len(call.segments)) if call.in_scope(i, cr.rule.scope)]
+    if not scoped:
+        return []  # nothing said by that side: there is nothing to judge
+    w0, w1, where = _window(cr, call.duration)
+    in_window = [i for i in scoped if call.segments[i].start < w1 and call.segments[i].end > w0]
+    satisfied: set[int] = set()
+    for g, hits in inp.groups.items():
+        for hit in _scoped(cr, inp, hits):
+            t0, t1 = call.time_span(hit.seg, hit.start, hit.end)
+            if t0 < w1 and t1 > w0:
+                satisfied.add(g)
+                break
+    principal = normalize_text(inp.metadata.principal) if inp.metadata and cr.rule.accept_principal else ""
+    if principal and any(principal in call.seg_text(i) for i in in_window):
+        satisfied.update(range(len(cr.groups)))
+    missing = [group.name for g, group in enumerate(cr.groups) if g not in satisfied]
+    if not missing:
+        return []
+    return [
+        _finding(
+            cr,
+            segment_ids=[call.segments[i].id for i in in_window],
+            start=round(w0, 3),
+            end=round(w1, 3),
+            evidence="",
+            confidence=round(cr.rule.confidence, 3),
+            rationale=f"not said in {where}: {', '.join(missing)}",
+        )
+    ]
+
+
+def check_sequence(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
+    """R02: a trigger (debt detail) said before any prerequisite (identity check)."""
+    if not _when_ok(cr, inp.metadata):
+        return []
+    prereq = _scoped(cr, inp, inp.role_hits(PatternRole.PREREQUISITE))
+    first = min(((h.seg, h.start) for h in prereq), default=None)
+    triggers = _guarded(cr, inp, _scoped(cr, inp, inp.role_hits(PatternRole.TRIGGER)))
+    early = [h for h in _dedupe(triggers) if first is None or (h.seg, h.start) < first]
+    if not early:
+        return []
+    why = "said before any identity check" if first is not None else "said and identity never checked"
+    return [_hit_finding(cr, inp, early[0], why=f"{inp.infos[early[0].pattern].label!r} {why}")]
+
+
+def _parse_after(inp: RuleInput, cr: CompiledRule, hit: RuleHit) -> tuple[Amount, str] | None:
+    """The first number right after a context hit, unless it is approximate (三万多)."""
+    call = inp.call
+    stop = min(int(call.ends[hit.seg]), hit.end + cr.rule.lookahead)
+    region = call.text[hit.end : stop]
+    found = find_amounts(region) if cr.rule.field == "amount_due" else find_days(region)
+    if not found:
+        return None
+    first = found[0]
+    tail = call.text[hit.end + first.end : hit.end + first.end + 2]
+    if tail.startswith(_APPROXIMATE) or "几" in first.text:
+        return None
+    return first, region
+
+
+def check_ledger(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
+    """F06/R03: an amount / overdue-day count the agent states that the ledger does not support."""
+    meta = inp.metadata
+    if meta is None or meta.ledger is None or not _when_ok(cr, meta):
+        return []
+    expected = float(meta.ledger.amount_due if cr.rule.field == "amount_due" else meta.ledger.overdue_days)
+    allowed = max(cr.rule.tolerance.ratio * expected, cr.rule.tolerance.absolute)
+    findings: list[Finding] = []
+    seen: set[tuple[int, int]] = set()
+    for hit in _dedupe(_guarded(cr, inp, _scoped(cr, inp, inp.role_hits(PatternRole.TRIGGER)))):
+        parsed = _parse_after(inp, cr, hit)
+        if parsed is None:
+            continue
+        value = parsed[0]
+        key = (hit.seg, hit.end + value.start)
+        if key in seen or abs(value.value - expected) <= allowed:
+            continue
+        seen.add(key)
+        unit = "元" if cr.rule.field == "amount_due" else " days"
+        why = f"stated {value.value:g}{unit}, ledger {cr.rule.field} is {expected:g}{unit}"
+        findings.append(_hit_finding(cr, inp, hit, end=hit.end + value.end, why=why))
+    return findings[: inp.defaults.max_findings_per_rule]
+
+
+def _in_banned(local: time, start: time, end: time) -> bool:
+    if start < end:
+        return start <= local < end
+    return local >= start or local < end  # the window wraps midnight (22:00–08:00)
+
+
+def check_call_hours(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
+    """F15: the call started inside the banned local-time window."""
+    meta = inp.metadata
+    if meta is None or meta.call_started_at is None or cr.banned is None:
+        return []
+    started = meta.call_started_at.astimezone(cr.tz) if cr.tz else meta.call_started_at
+    start, end = cr.banned
+    if not _in_banned(started.time(), start, end):
+        return []
+    why = (
+        f"call started {started.strftime('%H:%M')} local ({started.strftime('%z')}), "
+        f"inside the banned window {start:%H:%M}–{end:%H:%M}"
+    )
+    return [_finding(cr, start=0.0, end=0.0, confidence=round(cr.rule.confidence, 3), rationale=why)]
+
+
+def check_attempts(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
+    """F16: more attempts today to this number than the pack allows."""
+    meta = inp.metadata
+    limit = cr.rule.max_per_day
+    if meta is None or limit is None or meta.attempts_today <= limit:
+        return []
+    why = f"{meta.attempts_today} attempts today, limit {limit}"
+    return [_finding(cr, start=0.0, end=0.0, confidence=round(cr.rule.confidence, 3), rationale=why)]
+
+
+CHECKS: dict[str, Check] = {
+    "keyword": check_keyword,
+    "required": check_required,
+    "sequence": check_sequence,
+    "ledger": check_ledger,
+    "call_hours": check_call_hours,
+    "attempts": check_attempts,
+}

@@ -1,0 +1,123 @@
+"""One settings object for every entry point (CLI, gateway, Serve deployments).
+
+Sources, strongest first: environment variables (``CALLQC_`` prefix, ``__`` between levels,
+e.g. ``CALLQC_S3__ENDPOINT``), the YAML file named by ``CALLQC_CONFIG``, then the defaults below.
+Secrets (S3 keys) come from the environment or the local stack's state file, never from the repo.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class S3Settings(BaseModel):
+    """Where objects live. Any S3 API server: rclone (local default) or MinIO (production)."""
+
+    endpoint: str = "127.0.0.1:9900"
+    access_key: str = ""
+    secret_key: SecretStr = SecretStr("")
+    secure: bool = False
+    region: str = "us-east-1"
+    bucket: str = "callqc"
+    audio_prefix: str = "audio/"
+    jobs_prefix: str = "jobs/"
+    reports_prefix: str = "reports/"
+    models_prefix: str = "models/"
+
+
+class GatewaySettings(BaseModel):
+    """The client-facing gRPC server."""
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_calls_per_batch: int = Field(default=5000, ge=1)
+    max_message_bytes: int = 4 * 1024 * 1024
+    upload_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    upload_spool_bytes: int = 8 * 1024 * 1024  # uploads larger than this spill to a temp file
+    watch_poll_seconds: float = 0.5
+    io_threads: int = 8
+
+
+class AudioSettings(BaseModel):
+    """Caps applied before any decoding."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    max_duration_seconds: float = 4 * 3600
+    sample_rate: int = 16000
+
+
+class AsrSettings(BaseModel):
+    """faster-whisper. ``model_dir`` empty = whisper base assembled from the offline packages."""
+
+    model_dir: str = ""
+    model_cache: Path = Path("~/.cache/callqc/models").expanduser()  # where bundled models are assembled
+    model_name: str = "whisper-base"
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 1  # threads per transcription
+    num_workers: int = 2  # transcriptions in parallel in one replica (e.g. both channels of a call)
+    beam_size: int = 1
+    vad_filter: bool = True
+    word_timestamps: bool = True
+    initial_prompt_zh: str = "以下是普通话的句子。"
+    temperatures: list[float] = [0.0, 0.6]  # one fallback only: each fallback re-decodes the window
+    compression_ratio_threshold: float = 2.4  # above: repetition loop → re-decode, then drop
+    log_prob_threshold: float = -1.0  # below: low confidence → re-decode, then drop
+    no_speech_threshold: float = 0.6
+
+
+class DispatcherSettings(BaseModel):
+    """How the dispatcher pulls stored work into the pipeline."""
+
+    max_in_flight: int = Field(default=2, ge=1)
+    poll_seconds: float = 1.0
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class RulesSettings(BaseModel):
+    pack_path: str = ""  # empty = the pack shipped in rulepacks/default.yaml
+
+
+class Settings(BaseSettings):
+    """All of callqc's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CALLQC_", env_nested_delimiter="__", extra="ignore", nested_model_default_partial_update=True
+    )
+
+    home: Path = Path("~/.callqc").expanduser()
+    s3: S3Settings = S3Settings()
+    gateway: GatewaySettings = GatewaySettings()
+    audio: AudioSettings = AudioSettings()
+    asr: AsrSettings = AsrSettings()
+    dispatcher: DispatcherSettings = DispatcherSettings()
+    rules: RulesSettings = RulesSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get("CALLQC_CONFIG")
+        if config_path:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=Path(config_path)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment / CALLQC_CONFIG, with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

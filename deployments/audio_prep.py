@@ -1,0 +1,22 @@
+"""Decode + validate stage: fetch the audio from S3, check it, store normalised PCM per channel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from callqc.models import CallSpec
+from callqc.pipeline import AudioPreparer, PreparedAudio
+from callqc.settings import load_settings
+from callqc.storage import ObjectStore
+
+
+@serve.deployment(name="AudioPrep")
+class AudioPrep:
+    def __init__(self) -> None:
+        settings = load_settings()
+        self.preparer = AudioPreparer(ObjectStore(settings.s3), settings.audio)
+
+    async def prepare(self, spec: CallSpec) -> PreparedAudio:
+        return await asyncio.to_thread(self.preparer.prepare, spec)

@@ -1,0 +1,1 @@
+"""Tooling for cluster operators (talks to Ray; the domain library never does)."""

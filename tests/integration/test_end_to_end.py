@@ -1,0 +1,165 @@
+"""The whole product on one machine, as `callqc up` runs it.
+
+Real rclone S3 server, real `ray start` + `serve run` of deployments/serve_local.yaml, the real
+gateway process over a gRPC socket, the real whisper base model. One stack for the module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from callqc.client import CallQCClient, load_calls
+from callqc.models import CallSpec
+from callqc.settings import Settings, load_settings
+from callqc.stack import LocalStack, StackState
+from callqc.v1 import callqc_pb2 as pb
+
+from ..conftest import SAMPLES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+AGENT_RULES = {"F01", "F03", "F12"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, StackState]]:
+    home = tmp_path_factory.mktemp("stack-home")
+    settings = load_settings(home=home, s3={"endpoint": "127.0.0.1:0"}, gateway={"port": 0})
+    local = LocalStack(settings, num_cpus=2)
+    state = local.up(timeout=300)
+    try:
+        yield settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": state.gateway_port})}), state
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="module")
+def client(stack: tuple[Settings, StackState]) -> Iterator[CallQCClient]:
+    settings, state = stack
+    with CallQCClient(f"127.0.0.1:{state.gateway_port}", timeout=60) as c:
+        yield c
+
+
+def _expected() -> dict[str, dict]:
+    doc = yaml.safe_load((SAMPLES / "batch.yaml").read_text())
+    return {entry["call_id"]: entry["expected"] for entry in doc["calls"]}
+
+
+def _wait(client: CallQCClient, batch_id: str, timeout: float = 900) -> pb.GetBatchResponse:
+    for event in client.watch(batch_id, timeout=timeout):
+        if event.complete:
+            break
+    return client.get_batch(batch_id)
+
+
+@pytest.fixture(scope="module")
+def sample_batch(client: CallQCClient, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list, pb.GetBatchResponse]:
+    calls = load_calls(SAMPLES / "batch.yaml")
+    corrupt = tmp_path_factory.mktemp("bad") / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8)
+    specs = []
+    for call in calls:
+        uploaded = client.upload_file(call.path)
+        specs.append(call.spec.model_copy(update={"audio_key": uploaded.audio_key, "audio_sha256": uploaded.sha256}))
+    bad = client.upload_file(corrupt)
+    specs.append(CallSpec(call_id="corrupt_audio", audio_key=bad.audio_key, language="zh"))
+    specs.append(CallSpec(call_id="missing_audio", audio_key="audio/not-there.wav", language="zh"))
+    reply = client.submit("it-sample-batch", specs)
+    assert reply.created
+    return reply.batch_id, specs, _wait(client, reply.batch_id)
+
+
+def test_every_good_call_is_inspected_and_bad_ones_fail_clearly(sample_batch) -> None:
+    _batch_id, specs, batch = sample_batch
+    states = {c.call_id: c for c in batch.calls}
+    assert set(states) == {s.call_id for s in specs}
+    for call_id in _expected():
+        assert states[call_id].state == pb.CALL_STATE_DONE, states[call_id]
+    assert states["corrupt_audio"].state == pb.CALL_STATE_FAILED
+    assert states["corrupt_audio"].error == pb.CALL_ERROR_AUDIO_UNDECODABLE
+    assert states["corrupt_audio"].error_message
+    assert states["missing_audio"].state == pb.CALL_STATE_FAILED
+    assert states["missing_audio"].error == pb.CALL_ERROR_AUDIO_NOT_FOUND
+    assert batch.counts.done == len(_expected()) and batch.counts.failed == 2
+
+
+def _overlaps(a: tuple[float, float], b: tuple[float, float], slack: float = 0.75) -> bool:
+    return a[0] < b[1] + slack and b[0] < a[1] + slack
+
+
+def test_violations_found_with_spans_on_the_spoken_phrase(sample_batch, client: CallQCClient) -> None:
+    batch_id, _specs, _batch = sample_batch
+    for call_id, expected in _expected().items():
+        report = client.get_report(call_id, batch_id).report
+        assert report.versions.asr_model.startswith("whisper-base@")
+        assert report.versions.rule_pack
+        assert report.transcript, f"{call_id}: empty transcript"
+        assert {s.role for s in report.transcript} <= {"agent", "customer"}
+        agent_findings = [f for f in report.findings if f.rule_id in AGENT_RULES]
+        if not expected["violations"]:
+            assert not [f for f in report.findings if f.severity == "S0"], f"{call_id}: {report.findings}"
+            assert report.verdict != "fail"
+            continue
+        assert report.verdict == "fail"
+        found = {f.rule_id for f in agent_findings}
+        for turn in expected["turns"]:
+            for rule_id in set(turn.get("rules", [])) & AGENT_RULES:
+                assert rule_id in found, f"{call_id}: {rule_id} not found in {report.findings}"
+                spans = [(f.start, f.end) for f in agent_findings if f.rule_id == rule_id]
+                assert any(_overlaps(span, (turn["start"], turn["end"])) for span in spans), (
+                    f"{call_id}: {rule_id} spans {spans} miss the spoken turn {turn['start']}–{turn['end']}"
+                )
+        for finding in agent_findings:
+            cited = [s for s in report.transcript if s.id in finding.segment_ids]
+            assert cited and all(s.role == "agent" for s in cited)
+
+
+def test_resubmitting_the_same_request_id_creates_nothing(sample_batch, client: CallQCClient) -> None:
+    batch_id, specs, batch = sample_batch
+    reply = client.submit("it-sample-batch", specs)
+    assert reply.batch_id == batch_id and not reply.created
+    time.sleep(2)  # give a (wrongly) re-queued call the chance to be picked up
+    again = client.get_batch(batch_id)
+    assert [(c.call_id, c.state, c.attempts) for c in again.calls] == [
+        (c.call_id, c.state, c.attempts) for c in batch.calls
+    ]
+
+
+def test_reusing_a_request_id_for_other_calls_is_refused(sample_batch, client: CallQCClient) -> None:
+    _batch_id, specs, _batch = sample_batch
+    with pytest.raises(grpc.RpcError) as err:
+        client.submit("it-sample-batch", specs[:1])
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_unknown_batch_and_report_are_not_found(stack, client: CallQCClient) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        client.get_batch("b-does-not-exist")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        client.get_report("no-such-call")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_cli_report_reads_a_stored_report(sample_batch, stack, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from callqc.cli import app
+
+    settings, state = stack
+    monkeypatch.setenv("CALLQC_HOME", str(settings.home))
+    monkeypatch.setenv("CALLQC_GATEWAY__PORT", str(state.gateway_port))
+    result = CliRunner().invoke(app, ["report", "zh_violation", "--batch", sample_batch[0]])
+    assert result.exit_code == 0, result.output
+    assert "F01" in result.output and "agent" in result.output
+
+
+def test_samples_are_where_the_manifest_says() -> None:
+    for call in load_calls(SAMPLES / "batch.yaml"):
+        assert Path(call.path).exists()
