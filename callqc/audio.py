@@ -49,9 +49,7 @@ def probe(data: bytes, settings: AudioSettings) -> AudioProbe:
     if not data:
         raise AudioError(CallErrorCode.AUDIO_EMPTY, "audio object is empty (0 bytes)")
     if len(data) > settings.max_bytes:
-        raise AudioError(
-            CallErrorCode.AUDIO_TOO_LARGE, f"audio is {len(data)} bytes; the cap is {settings.max_bytes}"
-        )
+        raise AudioError(CallErrorCode.AUDIO_TOO_LARGE, f"audio is {len(data)} bytes; the cap is {settings.max_bytes}")
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             streams = container.streams.audio

@@ -67,14 +67,22 @@ def down() -> None:
 
 
 def _watch_with_progress(client: CallQCClient, batch_id: str, total: int, timeout: float) -> None:
-    columns = (TextColumn("[bold]inspecting[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]inspecting[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("calls", total=total, detail="")
         for event in client.watch(batch_id, timeout=timeout):
             counts = event.counts
-            progress.update(task, completed=counts.done + counts.failed,
-                            detail=f"running {counts.running} · done {counts.done} · failed {counts.failed}")
+            progress.update(
+                task,
+                completed=counts.done + counts.failed,
+                detail=f"running {counts.running} · done {counts.done} · failed {counts.failed}",
+            )
             if event.complete:
                 break
 
@@ -93,9 +101,12 @@ def _summary(client: CallQCClient, batch_id: str, out_dir: Path | None) -> Table
             reply = client.get_report(status.call_id, batch_id)
             report = reply.report
             verdict = report.verdict
-            findings = " ".join(
-                f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.rule_id}@{f.start:.1f}s[/]" for f in report.findings
-            ) or "—"
+            findings = (
+                " ".join(
+                    f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.rule_id}@{f.start:.1f}s[/]" for f in report.findings
+                )
+                or "—"
+            )
             duration = f"{report.duration:.1f}"
             if out_dir:
                 (out_dir / f"{status.call_id}.json").write_text(
@@ -104,21 +115,25 @@ def _summary(client: CallQCClient, batch_id: str, out_dir: Path | None) -> Table
         error = f"{ERROR_NAMES[status.error]}: {status.error_message}" if status.error else ""
         style = {"done": "green", "failed": "red"}.get(state, "")
         verdict_style = {"pass": "green", "fail": "bold red", "needs_review": "yellow"}.get(verdict, "")
-        table.add_row(status.call_id, f"[{style}]{state}[/]", f"[{verdict_style}]{verdict}[/]", findings,
-                      duration, error)
+        table.add_row(
+            status.call_id, f"[{style}]{state}[/]", f"[{verdict_style}]{verdict}[/]", findings, duration, error
+        )
     counts = batch.counts
     table.caption = f"{counts.total} calls · {counts.done} inspected · {counts.failed} failed"
     return table
 
 
-def _submit(calls: list[LocalCall], request_id: str, settings: Settings, wait: bool, timeout: float,
-            out_dir: Path | None) -> str:
+def _submit(
+    calls: list[LocalCall], request_id: str, settings: Settings, wait: bool, timeout: float, out_dir: Path | None
+) -> str:
     with CallQCClient(_target(settings)) as client:
         with console.status(f"uploading {len(calls)} calls…"):
             reply = client.upload_and_submit(request_id, calls)
         note = "new batch" if reply.created else "already submitted: same batch, no new work"
-        console.print(f"batch [bold]{reply.batch_id}[/] ({note}); {reply.counts.total} calls, "
-                      f"{len(reply.rejected)} rejected at intake")
+        console.print(
+            f"batch [bold]{reply.batch_id}[/] ({note}); {reply.counts.total} calls, "
+            f"{len(reply.rejected)} rejected at intake"
+        )
         if wait:
             _watch_with_progress(client, reply.batch_id, reply.counts.total, timeout)
             console.print(_summary(client, reply.batch_id, out_dir))
@@ -143,8 +158,9 @@ def submit(
 
 
 @app.command()
-def report(call_id: str, batch_id: str = typer.Option("", "--batch"), as_json: bool = typer.Option(False, "--json")
-           ) -> None:
+def report(
+    call_id: str, batch_id: str = typer.Option("", "--batch"), as_json: bool = typer.Option(False, "--json")
+) -> None:
     """Show one call's report: transcript by role, findings with their audio spans."""
     settings = _settings()
     with CallQCClient(_target(settings)) as client:
@@ -156,8 +172,10 @@ def report(call_id: str, batch_id: str = typer.Option("", "--batch"), as_json: b
         console.print_json(reply.report_json)
         return
     rep = reply.report
-    console.print(f"[bold]{rep.call_id}[/] · batch {rep.batch_id} · {rep.language} · {rep.duration:.1f}s · "
-                  f"verdict [bold]{rep.verdict}[/]")
+    console.print(
+        f"[bold]{rep.call_id}[/] · batch {rep.batch_id} · {rep.language} · {rep.duration:.1f}s · "
+        f"verdict [bold]{rep.verdict}[/]"
+    )
     console.print(f"[dim]asr {rep.versions.asr_model} · rules {rep.versions.rule_pack} · {rep.versions.pipeline}[/]")
     flagged = {sid for f in rep.findings for sid in f.segment_ids}
     for seg in rep.transcript:
@@ -167,8 +185,13 @@ def report(call_id: str, batch_id: str = typer.Option("", "--batch"), as_json: b
     for column in ("rule", "severity", "span", "evidence", "segments"):
         table.add_column(column)
     for f in rep.findings:
-        table.add_row(f"{f.rule_id} {f.name}", f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]",
-                      f"{f.start:.2f}–{f.end:.2f}s", f.evidence, ",".join(f.segment_ids))
+        table.add_row(
+            f"{f.rule_id} {f.name}",
+            f"[{SEVERITY_STYLE.get(f.severity, '')}]{f.severity}[/]",
+            f"{f.start:.2f}–{f.end:.2f}s",
+            f.evidence,
+            ",".join(f.segment_ids),
+        )
     console.print(table)
 
 

@@ -27,13 +27,16 @@ class LocalCall:
     spec: CallSpec  # audio_key filled in after upload
 
 
-def load_calls(path: Path, language: str = "zh", layout: ChannelLayout = ChannelLayout.STEREO_AGENT_LEFT
-               ) -> list[LocalCall]:
+def load_calls(
+    path: Path, language: str = "zh", layout: ChannelLayout = ChannelLayout.STEREO_AGENT_LEFT
+) -> list[LocalCall]:
     """A folder of audio files (call id = file stem) or a batch YAML (see samples/batch.yaml)."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-        return [LocalCall(f, CallSpec(call_id=f.stem, audio_key="", channel_layout=layout, language=language))
-                for f in files]
+        return [
+            LocalCall(f, CallSpec(call_id=f.stem, audio_key="", channel_layout=layout, language=language))
+            for f in files
+        ]
     doc = yaml.safe_load(path.read_text())
     calls = []
     for entry in doc["calls"]:
@@ -49,8 +52,13 @@ def load_calls(path: Path, language: str = "zh", layout: ChannelLayout = Channel
 
 
 class CallQCClient:
-    def __init__(self, target: str, credentials: grpc.ChannelCredentials | None = None,
-                 call_credentials: grpc.CallCredentials | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        call_credentials: grpc.CallCredentials | None = None,
+        timeout: float = 60.0,
+    ) -> None:
         if credentials is not None:
             if call_credentials is not None:
                 credentials = grpc.composite_channel_credentials(credentials, call_credentials)
@@ -98,6 +106,7 @@ class CallQCClient:
         specs = []
         for call in calls:
             uploaded = self.upload_file(call.path)
-            specs.append(call.spec.model_copy(update={"audio_key": uploaded.audio_key,
-                                                      "audio_sha256": uploaded.sha256}))
+            specs.append(
+                call.spec.model_copy(update={"audio_key": uploaded.audio_key, "audio_sha256": uploaded.sha256})
+            )
         return self.submit(request_id, specs)

@@ -8,6 +8,7 @@ overwrites the same object instead of duplicating it. Run exactly one dispatcher
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -73,7 +74,12 @@ class Dispatcher:
         open_ids = await asyncio.to_thread(self.jobs.open_batches)
         self.stats.open_batches = len(open_ids)
         for batch_id in open_ids:
-            state = self._batches.get(batch_id) or await self._load_batch(batch_id)
+            try:
+                state = self._batches.get(batch_id) or await self._load_batch(batch_id)
+            except Exception as err:  # one unreadable manifest must not stall the batches after it
+                self.stats.last_error = f"batch {batch_id}: {type(err).__name__}: {err}"
+                log.error("cannot load batch %s, skipping it: %s", batch_id, err)
+                continue
             if state is None:
                 continue
             for spec in state.manifest.calls:
@@ -97,6 +103,18 @@ class Dispatcher:
         batch_id = state.manifest.batch_id
         status = await asyncio.to_thread(self.jobs.get_status, batch_id, spec.call_id)
         if status.state.terminal:
+            state.terminal.add(spec.call_id)
+            return
+        if status.attempts >= self.settings.max_attempts:  # e.g. left RUNNING by crashes, again and again
+            self.stats.failed += 1
+            final = status.model_copy(
+                update={
+                    "state": CallState.FAILED,
+                    "error": CallErrorCode.PROCESSING_FAILED,
+                    "error_message": f"gave up after {status.attempts} attempts (interrupted each time)",
+                }
+            )
+            await asyncio.to_thread(self.jobs.set_status, batch_id, final)
             state.terminal.add(spec.call_id)
             return
         status.state = CallState.RUNNING
@@ -143,10 +161,8 @@ class Dispatcher:
             except Exception as err:  # S3 briefly unreachable: keep polling
                 self.stats.last_error = f"poll: {type(err).__name__}: {err}"
                 log.warning("dispatcher poll failed: %s", err)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.poll_seconds)
-            except TimeoutError:
-                pass
 
     async def drain(self) -> None:
         """Wait for the calls in flight to finish."""

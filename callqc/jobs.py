@@ -140,13 +140,16 @@ class JobStore:
 
     def statuses(self, manifest: BatchManifest) -> list[CallStatus]:
         """Every call of the batch in manifest order; intake rejections first."""
-        stored = {key.rsplit("/", 1)[-1].removesuffix(".json") for key in self.store.list_keys(
-            f"{self.jobs}batches/{manifest.batch_id}/status/"
-        )}
+        stored = {
+            key.rsplit("/", 1)[-1].removesuffix(".json")
+            for key in self.store.list_keys(f"{self.jobs}batches/{manifest.batch_id}/status/")
+        }
+
         def read(spec: CallSpec) -> CallStatus:
             if spec.call_id in stored:
                 return self.get_status(manifest.batch_id, spec.call_id)
             return CallStatus(call_id=spec.call_id, updated_at=manifest.created_at)
+
         return list(manifest.rejected) + list(self._pool.map(read, manifest.calls))
 
     def batch_complete(self, manifest: BatchManifest) -> bool:

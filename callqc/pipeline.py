@@ -151,8 +151,9 @@ async def inspect_call(spec: CallSpec, batch_id: str, stages: Stages) -> tuple[R
 class LocalStages:
     """All stages in this process, blocking work in threads. For tests and single-call CLI use."""
 
-    def __init__(self, store: ObjectStore, job_store, audio_settings: AudioSettings, transcriber: Transcriber,
-                 rule_engine) -> None:
+    def __init__(
+        self, store: ObjectStore, job_store, audio_settings: AudioSettings, transcriber: Transcriber, rule_engine
+    ) -> None:
         self.preparer = AudioPreparer(store, audio_settings)
         self.channel_transcriber = ChannelTranscriber(store, transcriber)
         self.job_store = job_store
@@ -174,4 +175,3 @@ class LocalStages:
     async def write_report(self, report: Report) -> str:
         data = report.model_dump_json().encode()
         return await asyncio.to_thread(self.job_store.put_report, report.batch_id, report.call_id, data)
-

@@ -27,9 +27,7 @@ def merge_channels(channel_segments: dict[int, list[AsrSegment]], layout: Channe
     Overlapping speech is kept: both parties' segments stay, ordered by start time.
     """
     roles = channel_roles(layout)
-    tagged = [
-        (seg.start, channel, seg) for channel, segments in channel_segments.items() for seg in segments
-    ]
+    tagged = [(seg.start, channel, seg) for channel, segments in channel_segments.items() for seg in segments]
     tagged.sort(key=lambda item: (item[0], item[1]))
     merged: list[Segment] = []
     for index, (_start, channel, seg) in enumerate(tagged, start=1):

@@ -145,15 +145,26 @@ class LocalStack:
         os.chmod(self.home, 0o700)
         host, _, port = self.settings.s3.endpoint.partition(":")
         credentials = S3Credentials.generate()
-        s3 = LocalS3Server(self.home / "s3data", credentials, host=host, port=int(port or 0) or free_port(),
-                           log_path=self.logs / "s3.log")
+        s3 = LocalS3Server(
+            self.home / "s3data",
+            credentials,
+            host=host,
+            port=int(port or 0) or free_port(),
+            log_path=self.logs / "s3.log",
+        )
         self.logs.mkdir(parents=True, exist_ok=True)
         self.log(f"object store: rclone serve s3 on {s3.endpoint}")
         s3_pid = s3.start(detach=True)
         gateway_port = self.settings.gateway.port or free_port()
         ray_port = free_port()
-        state = StackState(s3.endpoint, credentials.access_key, credentials.secret_key,
-                           ray_address=f"127.0.0.1:{ray_port}", gateway_port=gateway_port, pids={"s3": s3_pid})
+        state = StackState(
+            s3.endpoint,
+            credentials.access_key,
+            credentials.secret_key,
+            ray_address=f"127.0.0.1:{ray_port}",
+            gateway_port=gateway_port,
+            pids={"s3": s3_pid},
+        )
         self._save_state(state)
         try:
             self._bring_up_rest(state, timeout)
@@ -165,8 +176,12 @@ class LocalStack:
     def _bring_up_rest(self, state: StackState, timeout: float) -> None:
         env = self.environment(state)
         s3_settings = S3Settings.model_validate(
-            {**self.settings.s3.model_dump(), "endpoint": state.s3_endpoint, "access_key": state.access_key,
-             "secret_key": state.secret_key}
+            {
+                **self.settings.s3.model_dump(),
+                "endpoint": state.s3_endpoint,
+                "access_key": state.access_key,
+                "secret_key": state.secret_key,
+            }
         )
         ObjectStore(s3_settings)  # creates the bucket
         self.log("models: whisper base (assembled once, checked by sha256)")
@@ -177,18 +192,33 @@ class LocalStack:
         self.log(f"compute: ray start --head ({self.num_cpus} CPUs)")
         self._run(
             "ray",
-            [str(bin_dir / "ray"), "start", "--head", f"--port={port}", f"--num-cpus={self.num_cpus}",
-             "--include-dashboard=false", "--disable-usage-stats"],
+            [
+                str(bin_dir / "ray"),
+                "start",
+                "--head",
+                f"--port={port}",
+                f"--num-cpus={self.num_cpus}",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+            ],
             env,
             timeout=120,
         )
         state.pids["ray"] = 0  # ray processes are stopped with `ray stop`
         self._save_state(state)
         self.log(f"serve: {self.serve_config.name}")
-        self._run("serve", [str(bin_dir / "serve"), "run", "--non-blocking", "-a", state.ray_address,
-                            str(self.serve_config)], env, timeout=120)
-        self._run("serve-wait", [sys.executable, "-m", "operators.serve_status", "--wait", "--timeout",
-                                 str(int(timeout))], env, timeout=timeout + 30)
+        self._run(
+            "serve",
+            [str(bin_dir / "serve"), "run", "--non-blocking", "-a", state.ray_address, str(self.serve_config)],
+            env,
+            timeout=120,
+        )
+        self._run(
+            "serve-wait",
+            [sys.executable, "-m", "operators.serve_status", "--wait", "--timeout", str(int(timeout))],
+            env,
+            timeout=timeout + 30,
+        )
         self.log(f"gateway: gRPC on 127.0.0.1:{state.gateway_port}")
         state.pids["gateway"] = self._spawn("gateway", [sys.executable, "-m", "callqc.gateway"], env)
         self._save_state(state)

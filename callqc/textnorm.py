@@ -67,9 +67,7 @@ def _t2s_chars() -> dict[int, int]:
     if len(converted) != len(chars):  # pragma: no cover - OpenCC changed its output shape
         return {}
     return {
-        ord(a): ord(b)
-        for a, b in zip(chars, converted, strict=True)
-        if len(b) == 1 and a != b and ord(b) < 0x10000
+        ord(a): ord(b) for a, b in zip(chars, converted, strict=True) if len(b) == 1 and a != b and ord(b) < 0x10000
     }
 
 
@@ -104,6 +102,11 @@ class NormText:
     text: str
     offsets: np.ndarray  # int64, len(text) entries
     original: str
+    codes: np.ndarray  # uint32 code points of ``text``
+
+    def ascii_alnum(self) -> np.ndarray:
+        """bool per normalised character: an English letter or digit (for word-boundary checks)."""
+        return _tables().alnum[self.codes]
 
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         """Original ``[start, end)`` span covering the normalised ``[start, end)`` span."""
@@ -121,7 +124,7 @@ def normalize(text: str) -> NormText:
     """Normalise ``text`` for matching and keep the map back to original offsets."""
     t = _tables()
     if not text:
-        return NormText("", np.zeros(0, dtype=np.int64), text)
+        return NormText("", np.zeros(0, dtype=np.int64), text, np.zeros(0, dtype=np.uint32))
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
     mapped = t.fold[codes]
     keep = mapped > _DOT
@@ -150,8 +153,8 @@ def normalize(text: str) -> NormText:
         keep[chosen] = True
         out[chosen] = 0x2E
     idx = np.flatnonzero(keep)
-    norm = out[idx].tobytes().decode("utf-32-le")
-    return NormText(norm, idx.astype(np.int64), text)
+    codes_out = out[idx]
+    return NormText(codes_out.tobytes().decode("utf-32-le"), idx.astype(np.int64), text, codes_out)
 
 
 @lru_cache(maxsize=4096)
@@ -178,11 +181,14 @@ def _phonetic_table() -> np.ndarray:
     return table
 
 
-def phonetic(text: str) -> str:
+def phonetic(text: str | NormText) -> str:
     """Fold Chinese characters to their homophone-class representative (same length as ``text``)."""
-    if not text:
-        return text
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    if isinstance(text, NormText):
+        codes = text.codes
+    elif text:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    else:
+        return ""
     return _phonetic_table()[codes].tobytes().decode("utf-32-le")
 
 
@@ -199,26 +205,75 @@ _AMOUNT_RE = re.compile(rf"(?:¥|\$|rmb ?)?({_NUMBER})( ?{_MONEY_UNIT})?", re.IG
 _DAYS_RE = re.compile(rf"({_NUMBER}) ?(?:天|日|days?\b)", re.IGNORECASE)
 
 
+_UNIT_STRIP = re.compile(r"(元|块钱|块|圆|人民币|yuan|rmb|dollars?|[¥$,，\s])", re.IGNORECASE)
+_DIGIT_VALUES = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_SMALL_UNITS = {"十": 10, "百": 100, "千": 1000}
+_BIG_UNITS = {"万": 10_000, "亿": 100_000_000}
+_ARABIC = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def _parse_cn(s: str) -> float | None:
+    """Chinese numerals, Arabic digit runs and their mix, incl. colloquial 一万二 (12000), 三千五 (3500)."""
+    total = 0.0  # finished 亿 / 万 sections
+    section = 0.0  # below the current big unit
+    number: float | None = None  # the digit(s) waiting for a unit
+    single = False  # ``number`` is one spoken digit (一万二: 二 means 2000)
+    last_unit = 0  # the unit just before ``number``
+    seen = False
+    i = 0
+    while i < len(s):
+        ch = s[i]
+        if ch in _DIGIT_VALUES:
+            number, single, seen = float(_DIGIT_VALUES[ch]), True, True
+            if ch in "零〇":
+                last_unit = 0  # 一万零二 is 10002, not 12000
+        elif ch.isdigit():
+            m = _ARABIC.match(s, i)
+            if m is None:
+                return None
+            number, single, seen = float(m.group(0)), len(m.group(0)) == 1, True
+            i = m.end()
+            continue
+        elif ch == "点" and number is not None:
+            j = i + 1
+            while j < len(s) and s[j] in _DIGIT_VALUES:
+                j += 1
+            decimals = "".join(str(_DIGIT_VALUES[d]) for d in s[i + 1 : j]) or "0"
+            number, single = float(f"{int(number)}.{decimals}"), False
+            i = j
+            continue
+        elif ch in _SMALL_UNITS:
+            section += (1.0 if number is None else number) * _SMALL_UNITS[ch]
+            number, last_unit, seen = None, _SMALL_UNITS[ch], True
+        elif ch in _BIG_UNITS:
+            unit = _BIG_UNITS[ch]
+            value = section + (number or 0.0)
+            total = (total + value) * unit if unit > 10_000 else total + value * unit
+            section, number, last_unit = 0.0, None, unit
+        else:
+            return None
+        i += 1
+    if not seen:
+        return None
+    if number is not None and single and last_unit >= 10:
+        number *= last_unit / 10  # colloquial tail: 一万二, 三千五, 两百五, 3万5
+    return total + section + (number or 0.0)
+
+
 def parse_number(text: str) -> float | None:
     """Read a number written in digits, Chinese numerals or a mix: 三万五千, 3.5万, 35,000元 → 35000."""
-    import cn2an
-
-    s = re.sub(r"(元|块钱|块|圆|人民币|yuan|rmb|dollars?|[¥$,，\s])", "", text, flags=re.IGNORECASE)
-    s = s.replace("〇", "零")
+    s = _UNIT_STRIP.sub("", text)
     if not s:
         return None
+    value = _parse_cn(s)
+    if value is not None:
+        return value
+    import cn2an  # unusual forms only: cn2an is slow (it compiles regexes per call)
+
     try:
         return float(cn2an.cn2an(s, "smart"))
     except (ValueError, KeyError, IndexError, TypeError):
-        pass
-    for unit, factor in (("亿", 1e8), ("万", 1e4), ("千", 1e3)):  # 三点五万, 1.2亿 …
-        head, sep, tail = s.rpartition(unit)
-        if sep and head:
-            lead = parse_number(head)
-            rest = parse_number(tail) if tail else 0.0
-            if lead is not None and rest is not None:
-                return lead * factor + rest
-    return None
+        return None
 
 
 @dataclass(frozen=True)

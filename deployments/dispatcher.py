@@ -24,8 +24,14 @@ from callqc.settings import load_settings
 class HandleStages:
     """The pipeline's stages, each a call to a Serve deployment (references in, small structs out)."""
 
-    def __init__(self, audio: DeploymentHandle, asr: DeploymentHandle, speakers: DeploymentHandle,
-                 rules: DeploymentHandle, report: DeploymentHandle) -> None:
+    def __init__(
+        self,
+        audio: DeploymentHandle,
+        asr: DeploymentHandle,
+        speakers: DeploymentHandle,
+        rules: DeploymentHandle,
+        report: DeploymentHandle,
+    ) -> None:
         self.audio, self.asr, self.speakers_h, self.rules_h, self.report = audio, asr, speakers, rules, report
 
     async def prepare(self, spec: CallSpec) -> PreparedAudio:
@@ -46,8 +52,14 @@ class HandleStages:
 
 @serve.deployment(name="Dispatcher", num_replicas=1)
 class Dispatcher:
-    def __init__(self, audio: DeploymentHandle, asr: DeploymentHandle, speakers: DeploymentHandle,
-                 rules: DeploymentHandle, report: DeploymentHandle) -> None:
+    def __init__(
+        self,
+        audio: DeploymentHandle,
+        asr: DeploymentHandle,
+        speakers: DeploymentHandle,
+        rules: DeploymentHandle,
+        report: DeploymentHandle,
+    ) -> None:
         settings = load_settings()
         stages = HandleStages(audio, asr, speakers, rules, report)
         self.dispatcher = CallDispatcher(job_store_from_settings(settings.s3), stages, settings.dispatcher)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from callqc.rules import EngineHolder, default_pack_path
 from ray import serve
 
 from callqc.models import CallMetadata, Transcript
 from callqc.pipeline import RuleResult
+from callqc.rules import EngineHolder, default_pack_path
 from callqc.settings import load_settings
 
 

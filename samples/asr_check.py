@@ -127,6 +127,13 @@ def main() -> int:
                     f"  {rule} {phrase!r}: truth {turn['start']:.2f}-{turn['end']:.2f}, "
                     f"asr {heard} -> {'OK' if inside else 'FAIL'}"
                 )
+        expected = {rule for turn in call["expected"]["turns"] for rule in turn["rules"]}
+        for rule, phrase in PHRASES[lang].items():
+            if rule not in expected:  # a phrase that must not be heard in this call
+                hit = find_phrase(channels[0], phrase, lang)
+                failures += hit is not None
+                report.append(f"  {rule} {phrase!r}: not in script, asr "
+                              f"{'heard it -> FAIL' if hit else 'did not hear it -> OK'}")
         report.append("")
     text = "\n".join(report)
     (HERE / "asr_check.txt").write_text(text, encoding="utf-8")

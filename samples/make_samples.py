@@ -131,7 +131,7 @@ CALLS: tuple[CallScript, ...] = (
             Turn(C, "我最近手头紧。", pause_before=LONG_PAUSE_S),
             Turn(A, "我们不会上门找您，请通过官方APP还款。", "我们不会上门找您，请通过官方诶皮皮环款。"),
             Turn(C, "好的。"),
-            Turn(A, "感谢接听，再见。"),
+            Turn(A, "感谢您的接听，再见。"),
         ),
     ),
     CallScript(
@@ -144,7 +144,7 @@ CALLS: tuple[CallScript, ...] = (
             Turn(C, "Yes."),
             Turn(A, "You owe thirty five hundred dollars, forty two days overdue."),
             Turn(C, "I can't pay now."),
-            Turn(A, "Pay up now, or we will send someone to break your legs.", rules=("F01",)),
+            Turn(A, "If you do not pay today, we will send someone to break your legs.", rules=("F01",)),
             Turn(C, "What?", pause_before=LONG_PAUSE_S),
             Turn(A, "You deadbeat.", rules=("F03",)),
             Turn(A, "Send the money to my personal account.", rules=("F12",)),
@@ -160,8 +160,8 @@ CALLS: tuple[CallScript, ...] = (
             Turn(C, "Yes."),
             Turn(A, "Your thirty five hundred dollars is forty two days overdue."),
             Turn(C, "I can pay Friday.", pause_before=LONG_PAUSE_S),
-            Turn(A, "Thank you. Please pay in our official app."),
-            Turn(A, "Thanks for your time. Goodbye."),
+            Turn(A, "Please pay in our official app."),
+            Turn(A, "Thank you for your time, goodbye."),
         ),
     ),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3Serve
 @pytest.fixture()
 def settings(s3_server: LocalS3Server, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """Settings on the session's S3 server, with a bucket of this test's own."""
-    bucket = "t-" + "".join(ch for ch in request.node.name.lower() if ch.isalnum())[:40]
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
+    bucket = "t-" + "".join(ch for ch in request.node.name.lower() if ch.isalnum())[:40] + "-" + digest
     return load_settings(
         home=tmp_path / "home",
         s3={

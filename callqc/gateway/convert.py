@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 
 from google.protobuf import json_format
 from pydantic import ValidationError
@@ -13,8 +15,8 @@ from callqc.jobs import CallStatus
 from callqc.models import CallMetadata, CallSpec, CallState, ChannelLayout, Ledger
 from callqc.v1 import callqc_pb2 as pb
 
-CALL_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-SHA256_PATTERN = re.compile(r"^[0-9a-fA-F]{64}$")
+CALL_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # always used with fullmatch
+SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 LANGUAGES = {"zh", "en"}
 
 _LAYOUTS = {
@@ -28,6 +30,21 @@ _LAYOUT_TO_PB = {
     ChannelLayout.STEREO_AGENT_RIGHT: pb.CHANNEL_LAYOUT_STEREO_AGENT_RIGHT,
     ChannelLayout.MONO: pb.CHANNEL_LAYOUT_MONO,
 }
+
+
+def valid_audio_key(key: str, audio_prefix: str) -> bool:
+    """A key under the audio prefix with no empty, '.' or '..' path segments."""
+    if not key.startswith(audio_prefix) or len(key) > 1024:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
+
+
+def valid_call_id(call_id: str) -> bool:
+    """Safe as one object-key segment: [A-Za-z0-9._:-]{1,128}, not only dots."""
+    return CALL_ID_PATTERN.fullmatch(call_id) is not None and call_id.strip(".") != ""
+
+
+valid_batch_id = valid_call_id
 
 
 def _invalid(code: CallErrorCode, message: str) -> CallProcessingError:
@@ -46,14 +63,16 @@ def metadata_from_pb(meta: pb.CallMetadata) -> CallMetadata:
     ledger = None
     if meta.HasField("ledger"):
         try:
-            amount = float(meta.ledger.amount_due or 0)
-        except ValueError as err:
+            amount = Decimal(meta.ledger.amount_due or "0")
+        except InvalidOperation as err:
             raise _invalid(
                 CallErrorCode.INVALID_METADATA, f"ledger.amount_due {meta.ledger.amount_due!r} is not a decimal"
             ) from err
+        if not amount.is_finite() or not math.isfinite(float(amount)):
+            raise _invalid(CallErrorCode.INVALID_METADATA, "ledger.amount_due must be a finite decimal")
         if amount < 0 or meta.ledger.overdue_days < 0:
             raise _invalid(CallErrorCode.INVALID_METADATA, "ledger amounts and days must not be negative")
-        ledger = Ledger(amount_due=amount, overdue_days=meta.ledger.overdue_days)
+        ledger = (float(amount), meta.ledger.overdue_days)
     if meta.attempts_today < 0:
         raise _invalid(CallErrorCode.INVALID_METADATA, "attempts_today must not be negative")
     try:
@@ -62,7 +81,7 @@ def metadata_from_pb(meta: pb.CallMetadata) -> CallMetadata:
             customer_id=meta.customer_id,
             call_started_at=started,
             attempts_today=meta.attempts_today,
-            ledger=ledger,
+            ledger=Ledger(amount_due=ledger[0], overdue_days=ledger[1]) if ledger else None,
             outsourced=meta.outsourced,
             principal=meta.principal,
         )
@@ -72,18 +91,18 @@ def metadata_from_pb(meta: pb.CallMetadata) -> CallMetadata:
 
 def call_spec_from_pb(call: pb.CallInput, audio_prefix: str) -> CallSpec:
     """Validate one call of a submission; raises CallProcessingError naming what is wrong."""
-    if not CALL_ID_PATTERN.match(call.call_id):
+    if not valid_call_id(call.call_id):
         raise _invalid(CallErrorCode.INVALID_CALL, "call_id must match [A-Za-z0-9._:-]{1,128}")
     if not call.audio_key:
         raise _invalid(CallErrorCode.INVALID_CALL, "audio_key is empty")
-    if ".." in call.audio_key or call.audio_key.startswith("/") or not call.audio_key.startswith(audio_prefix):
+    if not valid_audio_key(call.audio_key, audio_prefix):
         raise _invalid(CallErrorCode.INVALID_CALL, f"audio_key must be a key under {audio_prefix!r}")
     if call.channel_layout not in _LAYOUTS:
         raise _invalid(CallErrorCode.INVALID_CALL, f"unknown channel_layout {call.channel_layout}")
     language = (call.language or "zh").lower()
     if language not in LANGUAGES:
         raise _invalid(CallErrorCode.INVALID_CALL, f"language {call.language!r} is not one of {sorted(LANGUAGES)}")
-    if call.audio_sha256 and not SHA256_PATTERN.match(call.audio_sha256):
+    if call.audio_sha256 and not SHA256_PATTERN.fullmatch(call.audio_sha256):
         raise _invalid(CallErrorCode.INVALID_CALL, "audio_sha256 must be 64 hex digits")
     return CallSpec(
         call_id=call.call_id,

@@ -8,11 +8,20 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import grpc
+from pydantic import ValidationError
 
 from callqc.errors import CallErrorCode, CallProcessingError
-from callqc.gateway.convert import call_spec_from_pb, counts_of, report_from_json, status_to_pb
+from callqc.gateway.convert import (
+    call_spec_from_pb,
+    counts_of,
+    report_from_json,
+    status_to_pb,
+    valid_batch_id,
+    valid_call_id,
+)
 from callqc.jobs import BatchManifest, CallStatus, JobStore, RequestConflict, batch_id_for
 from callqc.models import CallSpec, CallState
 from callqc.settings import Settings
@@ -49,6 +58,15 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         for call in request.calls:
             try:
                 accepted.append(call_spec_from_pb(call, self.settings.s3.audio_prefix))
+            except ValidationError as err:
+                rejected.append(
+                    CallStatus(
+                        call_id=call.call_id,
+                        state=CallState.FAILED,
+                        error=CallErrorCode.INVALID_CALL,
+                        error_message=f"invalid call: {err.errors()[0]['msg']}",
+                    )
+                )
             except CallProcessingError as err:
                 rejected.append(
                     CallStatus(call_id=call.call_id, state=CallState.FAILED, error=err.code, error_message=err.message)
@@ -92,6 +110,22 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         client = self._caller(context)
         batch_id = batch_id_for(client, request.request_id)
         lock = self._submit_locks.setdefault(batch_id, asyncio.Lock())
+        try:
+            stored, created = await self._store_batch(lock, batch_id, client, request, context)
+        finally:
+            if not lock.locked():
+                self._submit_locks.pop(batch_id, None)
+        counts = pb.BatchCounts(total=stored.total, queued=len(stored.calls), failed=len(stored.rejected))
+        return pb.SubmitBatchResponse(
+            batch_id=stored.batch_id,
+            created=created,
+            counts=counts,
+            rejected=[status_to_pb(s) for s in stored.rejected],
+        )
+
+    async def _store_batch(
+        self, lock: asyncio.Lock, batch_id: str, client: str, request: pb.SubmitBatchRequest, context
+    ) -> tuple[BatchManifest, bool]:
         async with lock:
             existing = await self._io(self.jobs.get_manifest, batch_id)
             if existing is None:
@@ -111,17 +145,10 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             else:
                 manifest = existing.model_copy(update={"request_digest": request_digest_of(request)})
             try:
-                stored, created = await self._io(self.jobs.create_batch, manifest)
+                return await self._io(self.jobs.create_batch, manifest)
             except RequestConflict as err:
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
-        self._submit_locks.pop(batch_id, None)
-        counts = pb.BatchCounts(total=stored.total, queued=len(stored.calls), failed=len(stored.rejected))
-        return pb.SubmitBatchResponse(
-            batch_id=stored.batch_id,
-            created=created,
-            counts=counts,
-            rejected=[status_to_pb(s) for s in stored.rejected],
-        )
+                raise  # unreachable: abort raises
 
     # -- UploadAudio -----------------------------------------------------------------------
     async def UploadAudio(self, request_iterator: AsyncIterator[pb.UploadAudioRequest], context):
@@ -158,13 +185,18 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             key = f"{self.settings.s3.audio_prefix}uploads/{sha256}"
             if not await self._io(self.store.exists, key):
                 spool.seek(0)
-                meta = {"sha256": sha256, "filename": (header.filename if header else "")[:200]}
+                # S3 user metadata must be US-ASCII: percent-encode the (often Chinese) file name
+                meta = {"sha256": sha256, "filename": quote((header.filename if header else "")[:200])}
                 await self._io(self.store.put_stream, key, spool, size, meta)
         return pb.UploadAudioResponse(audio_key=key, sha256=sha256, size=size)
 
     # -- reads -----------------------------------------------------------------------------
     async def _manifest_or_abort(self, batch_id: str, context) -> BatchManifest:
-        manifest = await self._io(self.jobs.get_manifest, batch_id) if batch_id else None
+        if batch_id and not valid_batch_id(batch_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {batch_id[:80]!r}")
+        if not batch_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no batch ''")
+        manifest = await self._io(self.jobs.get_manifest, batch_id)
         if manifest is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no batch {batch_id!r}")
         return manifest
@@ -181,8 +213,10 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         )
 
     async def GetReport(self, request: pb.GetReportRequest, context):
-        if not request.call_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id is required")
+        if not valid_call_id(request.call_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id must match [A-Za-z0-9._:-]{1,128}")
+        if request.batch_id and not valid_batch_id(request.batch_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {request.batch_id[:80]!r}")
         try:
             data = await self._io(self.jobs.get_report, request.call_id, request.batch_id)
         except (ObjectNotFound, KeyError):
@@ -210,4 +244,3 @@ class CallQCServicer(pb_grpc.CallQCServicer):
 def request_digest_of(request: pb.SubmitBatchRequest) -> str:
     """Digest of the submission as sent (not as validated) — what a repeated request id must match."""
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-

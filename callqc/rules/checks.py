@@ -184,19 +184,21 @@ def check_sequence(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
     return [_hit_finding(cr, inp, early[0], why=f"{inp.infos[early[0].pattern].label!r} {why}")]
 
 
-def _parse_after(inp: RuleInput, cr: CompiledRule, hit: RuleHit) -> tuple[Amount, str] | None:
-    """The first number right after a context hit, unless it is approximate (三万多)."""
+def _parse_after(inp: RuleInput, cr: CompiledRule, hit: RuleHit) -> tuple[int, Amount] | None:
+    """Where the context ends, and the first number right after it, unless approximate (三万多)."""
     call = inp.call
-    stop = min(int(call.ends[hit.seg]), hit.end + cr.rule.lookahead)
-    region = call.text[hit.end : stop]
+    assert cr.context is not None
+    ctx_end = cr.context.end_of(call.text, call.phonetic_text, hit.start)
+    stop = min(int(call.ends[hit.seg]), ctx_end + cr.rule.lookahead + 16)
+    region = call.text[ctx_end:stop]
     found = find_amounts(region) if cr.rule.field == "amount_due" else find_days(region)
-    if not found:
+    if not found or found[0].start > cr.rule.lookahead:
         return None
     first = found[0]
-    tail = call.text[hit.end + first.end : hit.end + first.end + 2]
+    tail = call.text[ctx_end + first.end : ctx_end + first.end + 2]
     if tail.startswith(_APPROXIMATE) or "几" in first.text:
         return None
-    return first, region
+    return ctx_end, first
 
 
 def check_ledger(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
@@ -212,14 +214,14 @@ def check_ledger(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
         parsed = _parse_after(inp, cr, hit)
         if parsed is None:
             continue
-        value = parsed[0]
-        key = (hit.seg, hit.end + value.start)
+        ctx_end, value = parsed
+        key = (hit.seg, ctx_end + value.start)
         if key in seen or abs(value.value - expected) <= allowed:
             continue
         seen.add(key)
         unit = "元" if cr.rule.field == "amount_due" else " days"
         why = f"stated {value.value:g}{unit}, ledger {cr.rule.field} is {expected:g}{unit}"
-        findings.append(_hit_finding(cr, inp, hit, end=hit.end + value.end, why=why))
+        findings.append(_hit_finding(cr, inp, hit, end=ctx_end + value.end, why=why))
     return findings[: inp.defaults.max_findings_per_rule]
 
 

@@ -10,10 +10,12 @@ from enum import StrEnum
 from callqc.rules.guards import NegationGuard, QuotationGuard
 from callqc.rules.matcher import Pattern
 from callqc.rules.pack import Group, Negation, PatternSet, Rule, RulePack, parse_timezone
-from callqc.rules.regexcheck import fold_regex
+from callqc.rules.regexcheck import REGEX_FLAGS, fold_regex
 from callqc.textnorm import is_cjk, normalize_text, phonetic
 
 _ASCII_ALNUM = re.compile(r"[a-z0-9]")
+_NUMERAL_CHARS = "零〇一二两三四五六七八九十百千万亿"
+_NUMERALS = "0-9" + _NUMERAL_CHARS  # a regex character-class body
 
 
 class PatternRole(StrEnum):
@@ -42,6 +44,28 @@ class PatternInfo:
     bound_right: bool
     origin: tuple[str, str]  # (rule id, "pattern 2") for error messages
     targets: list[Target] = field(default_factory=list)
+    exact_forms: set[str] = field(default_factory=set)  # phonetic literals: the phrases as written
+    exact_regex: re.Pattern[str] | None = None  # phonetic regexes: the same regex as written
+
+    def is_exact(self, text: str, start: int, end: int) -> bool:
+        """A phonetic-layer hit that is also the pattern as written (not a homophone)."""
+        if self.exact_regex is not None:
+            return self.exact_regex.match(text, start, end) is not None
+        return text[start:end] in self.exact_forms
+
+
+@dataclass(frozen=True)
+class LedgerContext:
+    """ledger rules: the context phrases as regexes, to find where a context ends inside a hit."""
+
+    exact: re.Pattern[str]
+    phonetic: re.Pattern[str] | None
+
+    def end_of(self, call_text: str, phonetic_text: str, start: int) -> int:
+        m = self.exact.match(call_text, start)
+        if m is None and self.phonetic is not None:
+            m = self.phonetic.match(phonetic_text, start)
+        return m.end() if m else start
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,7 @@ class CompiledRule:
     groups: tuple[Group, ...] = ()
     banned: tuple[time, time] | None = None
     tz: tzinfo | None = None
+    context: LedgerContext | None = None
 
 
 @dataclass
@@ -73,7 +98,9 @@ class _Table:
         self._index: dict[tuple[str, bool, bool], int] = {}
         self._min_pinyin = min_pinyin_chars
 
-    def _add(self, expr: str, literal: bool, phon: bool, label: str, origin: tuple[str, str], target: Target) -> None:
+    def _add(
+        self, expr: str, literal: bool, phon: bool, label: str, origin: tuple[str, str], target: Target
+    ) -> PatternInfo:
         key = (expr, literal, phon)
         pid = self._index.get(key)
         if pid is None:
@@ -84,16 +111,45 @@ class _Table:
             self.infos.append(PatternInfo(Pattern(pid, expr, literal), label, phon, left, right, origin))
         if target not in self.infos[pid].targets:
             self.infos[pid].targets.append(target)
+        return self.infos[pid]
 
     def add_set(self, rule: Rule, pset: PatternSet, target: Target, label: str) -> None:
         for phrase in pset.phrases:
             norm = normalize_text(phrase)
             origin = (rule.id, f"{label}phrase {phrase!r}")
-            self._add(norm, True, False, phrase, origin, target)
             if rule.pinyin and sum(map(is_cjk, norm)) >= self._min_pinyin:
-                self._add(phonetic(norm), True, True, phrase, origin, target)
+                # The phonetic form matches the exact phrase too: one pattern, exactness checked per hit.
+                self._add(phonetic(norm), True, True, phrase, origin, target).exact_forms.add(norm)
+            else:
+                self._add(norm, True, False, phrase, origin, target)
         for n, regex in enumerate(pset.regexes, 1):
             self._add(fold_regex(regex), False, False, regex, (rule.id, f"{label}pattern {n}"), target)
+
+    def add_ledger(self, rule: Rule, target: Target) -> LedgerContext:
+        """One regex per layer: a context phrase followed, within ``lookahead``, by a numeral.
+
+        Context words (欠款, 逾期, 应还 …) are everywhere in a collection call; matching them only
+        where a number follows keeps the matcher's hit count (and so its cost) low.
+        """
+        phrases = [normalize_text(p) for p in rule.phrases]
+        phon_ok = [p for p in phrases if rule.pinyin and sum(map(is_cjk, p)) >= self._min_pinyin]
+        exact_alt = [re.escape(p) for p in phrases] + [f"(?:{fold_regex(r)})" for r in rule.regexes]
+        exact_ctx = "|".join(exact_alt)
+        tail = f"[^\\n{_NUMERALS}]{{0,{rule.lookahead}}}[{_NUMERALS}]"
+        origin = (rule.id, "context phrases")
+        exact = f"(?:{exact_ctx}){tail}"
+        if not phon_ok:
+            self._add(exact, False, False, "context", origin, target)
+            return LedgerContext(re.compile(exact_ctx, REGEX_FLAGS), None)
+        rest = [re.escape(p) for p in phrases if p not in phon_ok] + [f"(?:{fold_regex(r)})" for r in rule.regexes]
+        if rest:
+            self._add(f"(?:{'|'.join(rest)}){tail}", False, False, "context", origin, target)
+        numerals = _NUMERALS + "".join(sorted(set(phonetic(_NUMERAL_CHARS)) - set(_NUMERAL_CHARS)))
+        phon_ctx = "|".join(re.escape(phonetic(p)) for p in phon_ok)
+        phon_tail = f"[^\\n{numerals}]{{0,{rule.lookahead}}}[{numerals}]"
+        info = self._add(f"(?:{phon_ctx}){phon_tail}", False, True, "context", origin, target)
+        info.exact_regex = re.compile(exact, REGEX_FLAGS)
+        return LedgerContext(re.compile(exact_ctx, REGEX_FLAGS), re.compile(phon_ctx, REGEX_FLAGS))
 
 
 def _merged_negation(pack: RulePack, rule: Rule) -> Negation:
@@ -117,10 +173,13 @@ def compile_pack(pack: RulePack) -> CompiledPack:
         if not rule.enabled:
             continue
         groups: tuple[Group, ...] = ()
+        context = None
         if rule.type == "required":
             groups = rule.all_groups()
             for g, group in enumerate(groups):
                 table.add_set(rule, group, Target(index, PatternRole.GROUP, g), f"group {group.name!r} ")
+        elif rule.type == "ledger":
+            context = table.add_ledger(rule, Target(index, PatternRole.TRIGGER))
         else:
             table.add_set(rule, rule.triggers, Target(index, PatternRole.TRIGGER), "")
         exceptions = PatternSet(phrases=rule.exceptions, regexes=rule.exception_regexes)
@@ -133,7 +192,7 @@ def compile_pack(pack: RulePack) -> CompiledPack:
         banned = (_hhmm(rule.banned.start), _hhmm(rule.banned.end)) if rule.banned else None
         tz = parse_timezone(rule.timezone) if rule.timezone else None
         compiled.append(
-            CompiledRule(index, rule, negation, quotation if rule.quotation_on else None, groups, banned, tz)
+            CompiledRule(index, rule, negation, quotation if rule.quotation_on else None, groups, banned, tz, context)
         )
     has_phonetic = any(info.phonetic for info in table.infos)
     return CompiledPack(pack, compiled, table.infos, has_phonetic)

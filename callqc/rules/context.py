@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from callqc.models import Role, Segment, Transcript
 from callqc.rules import timing
+from callqc.rules.matcher import utf8_offsets
 from callqc.textnorm import SEGMENT_BREAK, SEPARATOR, normalize, phonetic
 
 SCOPES: dict[str, frozenset[Role]] = {
@@ -17,8 +18,7 @@ SCOPES: dict[str, frozenset[Role]] = {
 }
 
 
-@dataclass(frozen=True)
-class RuleHit:
+class RuleHit(NamedTuple):
     """A pattern match in normalised whole-call coordinates, inside one segment."""
 
     pattern: int
@@ -34,31 +34,95 @@ class RuleHit:
         return max(other.start - self.end, self.start - other.end, 0)
 
 
+AGENT_SIDE = SCOPES["agent"]
+
+
 class CallText:
-    """The segments joined with a separator no pattern crosses, normalised in one pass."""
+    """A call's segments, normalised in one pass, laid out for one scan.
+
+    ``text`` holds the agent-side segments (agent, unknown) in time order, then the other segments
+    in time order, each segment followed by a separator no pattern crosses. Agent-side text comes
+    first so that a pattern that only needs the agent's *first* use of a phrase can stop at its
+    first match (Hyperscan SINGLEMATCH). ``buffer`` (what the matcher scans) adds the phonetic layer
+    of each side right after it: agent, agent-phonetic, others, others-phonetic.
+    Segment indices everywhere are transcript indices; positions are offsets in ``text``.
+    """
 
     def __init__(self, transcript: Transcript, with_phonetic: bool = False) -> None:
         self.transcript = transcript
         self.segments: list[Segment] = transcript.segments
-        texts = [s.text for s in self.segments]
+        n = len(self.segments)
+        agent = [i for i, seg in enumerate(self.segments) if seg.role in AGENT_SIDE]
+        self.order = np.array(agent + [i for i, seg in enumerate(self.segments) if seg.role not in AGENT_SIDE], np.int64)
+        texts = [self.segments[i].text for i in self.order.tolist()]
         self.norm = normalize(SEGMENT_BREAK.join(texts))
         self.text = self.norm.text
-        lengths = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=len(texts))
-        self.orig_starts = np.concatenate(([0], np.cumsum(lengths)[:-1])) if texts else np.zeros(0, np.int64)
-        breaks = np.searchsorted(self.norm.offsets, self.orig_starts[1:] - 1)  # where each SEPARATOR landed
-        self.starts = np.concatenate(([0], breaks + 1)) if texts else np.zeros(0, np.int64)
-        self.ends = np.concatenate((breaks, [len(self.text)])) if texts else np.zeros(0, np.int64)
-        self.phonetic_text = phonetic(self.text) if with_phonetic else ""
+        lengths = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=n)
+        starts_orig = np.concatenate(([0], np.cumsum(lengths)[:-1])) if n else np.zeros(0, np.int64)
+        breaks = np.searchsorted(self.norm.offsets, starts_orig[1:] - 1)  # where each SEPARATOR landed
+        self._k_starts = np.concatenate(([0], breaks + 1)) if n else np.zeros(0, np.int64)  # buffer order
+        k_ends = np.concatenate((breaks, [len(self.text)])) if n else np.zeros(0, np.int64)
+        rank = np.empty(n, dtype=np.int64)
+        rank[self.order] = np.arange(n)
+        self.orig_starts = starts_orig[rank]  # transcript-indexed from here on
+        self.starts = self._k_starts[rank]
+        self.ends = k_ends[rank]
+        self.with_phonetic = with_phonetic
+        self.phonetic_text = phonetic(self.norm) if with_phonetic else ""
+        self._split = int(self._k_starts[len(agent)]) if 0 < len(agent) < n else len(self.text) + 1
         self._spans: dict[int, list[tuple[int, int, float, float]]] = {}
         self.duration = transcript.duration or max((s.end for s in self.segments), default=0.0)
 
+    def regions(self) -> list[tuple[int, int, bool]]:
+        """``(text_start, text_end, phonetic)`` of each part of ``buffer``, in buffer order."""
+        sides = [(0, min(self._split - 1, len(self.text))), (self._split, len(self.text))]
+        sides = [(a, b) for a, b in sides if b > a] or [(0, 0)]
+        if not self.with_phonetic:
+            return [(0, len(self.text), False)]
+        return [(a, b, phon) for a, b in sides for phon in (False, True)]
+
     @property
     def buffer(self) -> str:
-        """What the matcher scans: the text, then (if used) its phonetic layer after a separator."""
-        return self.text + SEPARATOR + self.phonetic_text if self.phonetic_text else self.text
+        """What the matcher scans: each side's text then its phonetic layer, separated."""
+        if not self.with_phonetic:
+            return self.text
+        layers = {False: self.text, True: self.phonetic_text}
+        return SEPARATOR.join(layers[phon][a:b] for a, b, phon in self.regions())
+
+    def buffer_byte_offsets(self) -> np.ndarray:
+        """UTF-8 byte offset of every character of ``buffer`` (a phonetic layer has the same widths)."""
+        codes = self.norm.codes
+        if self.with_phonetic:
+            sep = np.array([ord(SEPARATOR)], dtype=np.uint32)
+            parts = [codes[a:b] for a, b, _ in self.regions()]
+            codes = np.concatenate([x for part in parts for x in (part, sep)][:-1])
+        return utf8_offsets(codes)
+
+    def buffer_to_text(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Buffer spans → (text start, text end, phonetic layer?, inside one region?)."""
+        regions = self.regions()
+        if len(regions) == 1 and not regions[0][2]:
+            return start, end, np.zeros(start.shape, bool), end <= len(self.text)
+        bases = []
+        pos = 0
+        for a, b, _ in regions:
+            bases.append(pos)
+            pos += b - a + 1
+        base = np.array(bases, dtype=np.int64)
+        r = np.searchsorted(base, start, side="right") - 1
+        text_start = np.array([a for a, _, _ in regions], dtype=np.int64)[r]
+        length = np.array([b - a for a, b, _ in regions], dtype=np.int64)[r]
+        phon = np.array([p for _, _, p in regions], dtype=bool)[r]
+        local_start, local_end = start - base[r], end - base[r]
+        return text_start + local_start, text_start + local_end, phon, local_end <= length
 
     def seg_of(self, pos: int) -> int:
-        return int(np.searchsorted(self.starts, pos, side="right")) - 1
+        return int(self.order[np.searchsorted(self._k_starts, pos, side="right") - 1])
+
+    def segs_of(self, pos: np.ndarray) -> np.ndarray:
+        """Transcript segment index of each text position (vectorised)."""
+        k = np.searchsorted(self._k_starts, pos, side="right") - 1
+        return self.order[np.maximum(k, 0)]
 
     def seg_text(self, seg: int) -> str:
         return self.text[int(self.starts[seg]) : int(self.ends[seg])]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
+
+import numpy as np
 
 from callqc.models import CallMetadata, Finding, Transcript
 from callqc.rules.checks import CHECKS, RuleInput
 from callqc.rules.compiler import CompiledPack, PatternRole, compile_pack
 from callqc.rules.context import CallText, RuleHit
-from callqc.rules.matcher import Hit, MatcherError, build_matcher
+from callqc.rules.matcher import MatcherError, build_matcher
 from callqc.rules.pack import RulePack, RulePackError
+
+
+_NEED_HITS = frozenset({"keyword", "sequence", "ledger"})  # rule types that say nothing without a hit
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,10 @@ class RuleEngine:
                 raise RulePackError("pack", exc.reason) from None
             rule_id, label = self._compiled.infos[exc.pattern_id].origin
             raise RulePackError.for_rule(rule_id, f"{label} is not supported by the matcher: {exc.reason}") from None
+        infos = self._compiled.infos
+        self._is_phonetic = np.array([i.phonetic for i in infos] or [False], dtype=bool)
+        self._bound_left = np.array([i.bound_left for i in infos] or [False], dtype=bool)
+        self._bound_right = np.array([i.bound_right for i in infos] or [False], dtype=bool)
 
     @property
     def version(self) -> str:
@@ -50,41 +58,59 @@ class RuleEngine:
 
     def evaluate(self, transcript: Transcript, metadata: CallMetadata | None = None) -> list[Finding]:
         call = CallText(transcript, with_phonetic=self._compiled.has_phonetic)
-        inputs = self._dispatch(call, self._matcher.scan(call.buffer), metadata)
+        inputs = self._dispatch(call, self._matcher.scan(call.buffer, call.buffer_byte_offsets()), metadata)
         findings: list[Finding] = []
         for cr in self._compiled.rules:
-            findings.extend(CHECKS[cr.rule.type](cr, inputs[cr.index]))
+            inp = inputs.get(cr.index)
+            if inp is None:
+                if cr.rule.type in _NEED_HITS:
+                    continue  # no hit, nothing to report
+                inp = RuleInput(call, metadata, self.pack.defaults, self._compiled.infos)
+            findings.extend(CHECKS[cr.rule.type](cr, inp))
         findings.sort(key=lambda f: (f.start, f.rule_id))
         return findings
 
     def run(self, transcript: Transcript, metadata: CallMetadata | None = None) -> RuleRun:
         return RuleRun(self.version, self.backend, self.evaluate(transcript, metadata))
 
-    def _dispatch(self, call: CallText, raw: list[Hit], metadata: CallMetadata | None) -> dict[int, RuleInput]:
-        """Place each raw match in its segment and hand it to the rules that use its pattern."""
+    def _valid_hits(self, call: CallText, raw: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Vectorised filtering: right text layer, inside one segment, English word boundaries."""
+        pid, start, end = raw[:, 0], raw[:, 1], raw[:, 2]
+        n = len(call.text)
+        phon = self._is_phonetic[pid]
+        in_phon = start > n  # the phonetic layer comes after the text and a separator
+        start = np.where(in_phon, start - n - 1, start)
+        end = np.where(in_phon, end - n - 1, end)
+        ok = (phon == in_phon) & (end > start) & (end <= n)
+        seg = np.searchsorted(call.starts, start, side="right") - 1
+        ok &= (seg >= 0) & (end <= call.ends[np.maximum(seg, 0)])
+        bounded = ok & (self._bound_left[pid] | self._bound_right[pid])
+        if bounded.any():
+            alnum = np.append(call.norm.ascii_alnum(), False)  # index n (past the end) is no letter
+            left = self._bound_left[pid] & (start > 0) & alnum[np.maximum(start - 1, 0)]
+            right = self._bound_right[pid] & alnum[np.minimum(end, n)]
+            ok &= ~(bounded & (left | right))
+        keep = np.flatnonzero(ok)
+        return pid[keep], seg[keep], start[keep], end[keep], phon[keep]
+
+    def _dispatch(self, call: CallText, raw: np.ndarray, metadata: CallMetadata | None) -> dict[int, RuleInput]:
+        """Place each match in its segment and hand it to the rules that use its pattern."""
+        inputs: dict[int, RuleInput] = {}
+        if not len(raw):
+            return inputs
         infos = self._compiled.infos
         defaults = self.pack.defaults
-        inputs: dict[int, RuleInput] = defaultdict(lambda: RuleInput(call, metadata, defaults, infos))
         text = call.text
-        n = len(text)
-        for pid, start, end in raw:
+        columns = (c.tolist() for c in self._valid_hits(call, raw))
+        for pid, seg, start, end, phon in zip(*columns, strict=True):
             info = infos[pid]
-            if start > n:  # the phonetic layer, after the separator
-                if not info.phonetic:
-                    continue
-                start, end = start - n - 1, end - n - 1
-            elif info.phonetic or end > n:
-                continue
-            seg = call.seg_of(start)
-            if seg < 0 or end > call.ends[seg] or end <= start:
-                continue  # crosses a segment separator
-            if info.bound_left and start > 0 and text[start - 1].isascii() and text[start - 1].isalnum():
-                continue
-            if info.bound_right and end < n and text[end].isascii() and text[end].isalnum():
-                continue
-            hit = RuleHit(pid, seg, start, end, info.phonetic)
+            if phon and info.is_exact(text, start, end):
+                phon = False  # the phrase as written, not a homophone
+            hit = RuleHit(pid, seg, start, end, phon)
             for target in info.targets:
-                inp = inputs[target.rule]
+                inp = inputs.get(target.rule)
+                if inp is None:
+                    inp = inputs[target.rule] = RuleInput(call, metadata, defaults, infos)
                 if target.role is PatternRole.GROUP:
                     inp.groups.setdefault(target.group, []).append(hit)
                 else:

@@ -1,8 +1,12 @@
 """One multi-pattern matcher for every phrase and regex of a pack.
 
-Hyperscan (one database, UTF-8, leftmost start of match) where it imports; otherwise an
-Aho-Corasick automaton for the literals plus Python ``re`` for the regexes. Both report
-``(pattern_id, start, end)`` in *character* offsets of the scanned string.
+Hyperscan (one database; literals as bytes, regexes in UTF-8 mode) where it imports; otherwise an
+Aho-Corasick automaton for the literals plus Python ``re`` for the regexes. Both return an int64
+array of rows ``(pattern_id, start, end)`` in *character* offsets of the scanned string.
+
+Hyperscan's start-of-match tracking (SOM_LEFTMOST) made the database 3–4× slower on call text, so
+it is off: a literal starts ``len(literal)`` before its end, and a regex's leftmost start is found
+by Python ``re`` on the few characters before the end (regex hits are rare, and never cross a line).
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callqc.rules.regexcheck import REGEX_FLAGS
+from callqc.rules.regexcheck import REGEX_FLAGS, sre_parse
 
-Hit = tuple[int, int, int]  # pattern id, start, end (characters)
+_EMPTY = np.zeros((0, 3), dtype=np.int64)
+_LOOKBACK = 64  # characters searched back for the start of an unbounded regex match
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class Pattern:
 
 
 class MatcherError(Exception):
-    """A pattern the back-end refuses; ``pattern_id`` says which."""
+    """A pattern the back-end refuses; ``pattern_id`` says which (-1: none in particular)."""
 
     def __init__(self, pattern_id: int, reason: str) -> None:
         super().__init__(f"pattern {pattern_id}: {reason}")
@@ -41,8 +46,24 @@ class Matcher(ABC):
     backend: str
 
     @abstractmethod
-    def scan(self, text: str) -> list[Hit]:
-        """All matches of all patterns in ``text``."""
+    def scan(self, text: str, byte_at: np.ndarray | None = None) -> np.ndarray:
+        """All matches of all patterns in ``text``: int64 rows ``(pattern_id, start, end)``.
+
+        ``byte_at`` (optional, from ``utf8_offsets``) saves recomputing character offsets.
+        """
+
+
+_UTF8_WIDTH = np.ones(0x110000, dtype=np.int64)
+_UTF8_WIDTH[0x80:] = 2
+_UTF8_WIDTH[0x800:] = 3
+_UTF8_WIDTH[0x10000:] = 4
+
+
+def utf8_offsets(codes: np.ndarray) -> np.ndarray:
+    """Byte offset of each character (and of the end) of the string with these code points."""
+    byte_at = np.zeros(codes.size + 1, dtype=np.int64)
+    np.cumsum(_UTF8_WIDTH[codes], out=byte_at[1:])
+    return byte_at
 
 
 def hyperscan_available() -> bool:
@@ -51,6 +72,13 @@ def hyperscan_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _compile_regex(pattern: Pattern) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern.expr, REGEX_FLAGS)
+    except re.error as exc:
+        raise MatcherError(pattern.id, str(exc)) from None
 
 
 class HyperscanMatcher(Matcher):
@@ -62,16 +90,24 @@ class HyperscanMatcher(Matcher):
         self._hs = hs
         self._db = None
         self._local = threading.local()
-        # Literals need no start-of-match tracking (start = end - length), which keeps the database
-        # small and fast; regexes ask Hyperscan for the leftmost start.
-        self._literal_len = {p.id: len(p.expr.encode("utf-8")) for p in patterns if p.literal}
-        exprs = [(re.escape(p.expr) if p.literal else p.expr).encode("utf-8") for p in patterns]
-        flags = [self._flags(p) for p in patterns]
-        if not exprs:
+        size = max((p.id for p in patterns), default=-1) + 1
+        self._literal_bytes = np.zeros(size, dtype=np.int64)  # 0 marks a regex
+        self._regex_start: dict[int, tuple[re.Pattern[str], int]] = {}
+        for p in patterns:
+            if p.literal:
+                self._literal_bytes[p.id] = len(p.expr.encode("utf-8"))
+            else:
+                widest = sre_parse.parse(p.expr, REGEX_FLAGS).getwidth()[1]
+                back = widest if widest < _LOOKBACK else _LOOKBACK
+                self._regex_start[p.id] = (re.compile(f"(?:{p.expr})\\Z", REGEX_FLAGS), back)
+        if not patterns:
             return
+        exprs = [(re.escape(p.expr) if p.literal else p.expr).encode("utf-8") for p in patterns]
         self._db = hs.Database(mode=hs.HS_MODE_BLOCK)
         try:
-            self._db.compile(expressions=exprs, ids=[p.id for p in patterns], elements=len(exprs), flags=flags)
+            self._db.compile(
+                expressions=exprs, ids=[p.id for p in patterns], elements=len(exprs), flags=[self._flags(p) for p in patterns]
+            )
         except hs.error as exc:
             self._raise_culprit(patterns, exprs, exc)
 
@@ -79,7 +115,7 @@ class HyperscanMatcher(Matcher):
         hs = self._hs
         if pattern.literal:  # valid UTF-8 bytes only match at character starts: no UTF-8 mode needed
             return 0
-        return hs.HS_FLAG_UTF8 | hs.HS_FLAG_SOM_LEFTMOST | hs.HS_FLAG_CASELESS
+        return hs.HS_FLAG_UTF8 | hs.HS_FLAG_CASELESS
 
     def _raise_culprit(self, patterns: list[Pattern], exprs: list[bytes], exc: Exception) -> None:
         """Hyperscan does not say which expression failed: compile them one by one to find it."""
@@ -98,28 +134,44 @@ class HyperscanMatcher(Matcher):
             self._local.scratch = scratch
         return scratch
 
-    def scan(self, text: str) -> list[Hit]:
+    def scan(self, text: str, byte_at: np.ndarray | None = None) -> np.ndarray:
         if self._db is None or not text:
-            return []
+            return _EMPTY
         data = text.encode("utf-8")
-        raw: list[tuple[int, int, int]] = []
+        raw: list[int] = []
         add = raw.append
-        lengths = self._literal_len
 
-        def on_match(pid: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-            add((pid, end - lengths[pid] if pid in lengths else start, end))
+        def on_match(pid: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+            add(pid)
+            add(end)
 
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
-        if not raw or len(data) == len(text):  # empty, or ASCII: bytes are characters
-            return raw
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        widths = 1 + (codes >= 0x80).astype(np.int64) + (codes >= 0x800) + (codes >= 0x10000)
-        byte_at = np.zeros(codes.size + 1, dtype=np.int64)
-        np.cumsum(widths, out=byte_at[1:])
-        arr = np.asarray(raw, dtype=np.int64)
-        starts = np.searchsorted(byte_at, arr[:, 1])
-        ends = np.searchsorted(byte_at, arr[:, 2])
-        return list(zip(arr[:, 0].tolist(), starts.tolist(), ends.tolist(), strict=True))
+        if not raw:
+            return _EMPTY
+        hits = np.array(raw, dtype=np.int64).reshape(-1, 2)
+        pid, end_b = hits[:, 0], hits[:, 1]
+        start_b = end_b - self._literal_bytes[pid]
+        if len(data) == len(text):  # ASCII: bytes are characters
+            start, end = start_b, end_b
+        else:
+            if byte_at is None:
+                byte_at = utf8_offsets(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
+            start = np.searchsorted(byte_at, start_b)
+            end = np.searchsorted(byte_at, end_b)
+        out = np.stack([pid, start, end], axis=1)
+        if self._regex_start:
+            for row in np.flatnonzero(self._literal_bytes[pid] == 0).tolist():
+                out[row, 1] = self._regex_start_of(text, int(out[row, 0]), int(out[row, 2]))
+        return out
+
+    def _regex_start_of(self, text: str, pid: int, end: int) -> int:
+        """Leftmost start of a regex match ending at ``end`` (within its line and the regex's width)."""
+        rx, back = self._regex_start[pid]
+        lo = max(0, end - back)
+        nl = text.rfind("\n", lo, end)
+        lo = nl + 1 if nl >= 0 else lo
+        m = rx.search(text, lo, end)
+        return m.start() if m else end
 
 
 class AhoCorasickMatcher(Matcher):
@@ -139,24 +191,17 @@ class AhoCorasickMatcher(Matcher):
                 automaton.add_word(key, value)
             automaton.make_automaton()
             self._automaton = automaton
-        self._regexes = []
-        for p in patterns:
-            if p.literal:
-                continue
-            try:
-                self._regexes.append((p.id, re.compile(p.expr, REGEX_FLAGS)))
-            except re.error as exc:
-                raise MatcherError(p.id, str(exc)) from None
+        self._regexes = [(p.id, _compile_regex(p)) for p in patterns if not p.literal]
 
-    def scan(self, text: str) -> list[Hit]:
-        hits: list[Hit] = []
+    def scan(self, text: str, byte_at: np.ndarray | None = None) -> np.ndarray:
+        hits: list[tuple[int, int, int]] = []
         if self._automaton is not None and text:
             for end, value in self._automaton.iter(text):
                 for pid, length in value:
                     hits.append((pid, end + 1 - length, end + 1))
         for pid, rx in self._regexes:
             hits.extend((pid, m.start(), m.end()) for m in rx.finditer(text))
-        return hits
+        return np.asarray(hits, dtype=np.int64) if hits else _EMPTY
 
 
 def build_matcher(patterns: list[Pattern], backend: str = "auto") -> Matcher:

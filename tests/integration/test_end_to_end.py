@@ -6,16 +6,19 @@ gateway process over a gRPC socket, the real whisper base model. One stack for t
 
 from __future__ import annotations
 
+import io
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import yaml
 
 from callqc.client import CallQCClient, load_calls
-from callqc.models import CallSpec
+from callqc.models import CallSpec, ChannelLayout
 from callqc.settings import Settings, load_settings
 from callqc.stack import LocalStack, StackState
 from callqc.v1 import callqc_pb2 as pb
@@ -34,14 +37,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
     local = LocalStack(settings, num_cpus=2)
     state = local.up(timeout=300)
     try:
-        yield settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": state.gateway_port})}), state
+        yield (
+            settings.model_copy(update={"gateway": settings.gateway.model_copy(update={"port": state.gateway_port})}),
+            state,
+        )
     finally:
         local.down()
 
 
 @pytest.fixture(scope="module")
 def client(stack: tuple[Settings, StackState]) -> Iterator[CallQCClient]:
-    settings, state = stack
+    _settings, state = stack
     with CallQCClient(f"127.0.0.1:{state.gateway_port}", timeout=60) as c:
         yield c
 
@@ -49,6 +55,21 @@ def client(stack: tuple[Settings, StackState]) -> Iterator[CallQCClient]:
 def _expected() -> dict[str, dict]:
     doc = yaml.safe_load((SAMPLES / "batch.yaml").read_text())
     return {entry["call_id"]: entry["expected"] for entry in doc["calls"]}
+
+
+def _mono_mix(path: Path) -> bytes:
+    """The two channels of a sample summed into one, as a mono recorder would store the call."""
+    with wave.open(str(path)) as src:
+        rate, frames = src.getframerate(), src.readframes(src.getnframes())
+    stereo = np.frombuffer(frames, dtype="<i2").reshape(-1, 2).astype(np.int32)
+    mono = np.clip(stereo.sum(axis=1), -32768, 32767).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as dst:
+        dst.setnchannels(1)
+        dst.setsampwidth(2)
+        dst.setframerate(rate)
+        dst.writeframes(mono.tobytes())
+    return out.getvalue()
 
 
 def _wait(client: CallQCClient, batch_id: str, timeout: float = 900) -> pb.GetBatchResponse:
@@ -59,7 +80,9 @@ def _wait(client: CallQCClient, batch_id: str, timeout: float = 900) -> pb.GetBa
 
 
 @pytest.fixture(scope="module")
-def sample_batch(client: CallQCClient, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list, pb.GetBatchResponse]:
+def sample_batch(
+    client: CallQCClient, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, list, pb.GetBatchResponse]:
     calls = load_calls(SAMPLES / "batch.yaml")
     corrupt = tmp_path_factory.mktemp("bad") / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 8)
@@ -69,6 +92,10 @@ def sample_batch(client: CallQCClient, tmp_path_factory: pytest.TempPathFactory)
         specs.append(call.spec.model_copy(update={"audio_key": uploaded.audio_key, "audio_sha256": uploaded.sha256}))
     bad = client.upload_file(corrupt)
     specs.append(CallSpec(call_id="corrupt_audio", audio_key=bad.audio_key, language="zh"))
+    mono = client.upload_bytes(_mono_mix(SAMPLES / "calls" / "en_compliant.wav"), "mono.wav")
+    specs.append(
+        CallSpec(call_id="mono_call", audio_key=mono.audio_key, language="en", channel_layout=ChannelLayout.MONO)
+    )
     specs.append(CallSpec(call_id="missing_audio", audio_key="audio/not-there.wav", language="zh"))
     reply = client.submit("it-sample-batch", specs)
     assert reply.created
@@ -86,7 +113,15 @@ def test_every_good_call_is_inspected_and_bad_ones_fail_clearly(sample_batch) ->
     assert states["corrupt_audio"].error_message
     assert states["missing_audio"].state == pb.CALL_STATE_FAILED
     assert states["missing_audio"].error == pb.CALL_ERROR_AUDIO_NOT_FOUND
-    assert batch.counts.done == len(_expected()) and batch.counts.failed == 2
+    assert states["mono_call"].state == pb.CALL_STATE_DONE
+    assert batch.counts.done == len(_expected()) + 1 and batch.counts.failed == 2
+
+
+def test_mono_call_is_transcribed_with_unknown_speakers(sample_batch, client: CallQCClient) -> None:
+    report = client.get_report("mono_call", sample_batch[0]).report
+    assert report.channel_layout == "mono"
+    assert report.transcript and {s.role for s in report.transcript} == {"unknown"}
+    assert {s.channel for s in report.transcript} == {0}
 
 
 def _overlaps(a: tuple[float, float], b: tuple[float, float], slack: float = 0.75) -> bool:

