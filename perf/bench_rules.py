@@ -220,12 +220,12 @@ def _timed(fn, calls: list[Call], min_seconds: float) -> tuple[float, int]:
 def measure(label: str, pack: RulePack, calls: list[Call], min_seconds: float) -> dict[str, object]:
     engine = RuleEngine(pack)
     texts = {id(c): CallText(c.transcript, with_phonetic=engine._compiled.has_phonetic) for c in calls}
+    prepared = {key: (t.buffer, t.buffer_byte_offsets()) for key, t in texts.items()}
     matcher = engine._matcher
     naive = _naive_rules(pack)
 
     def scan(call: Call) -> None:
-        text = texts[id(call)]
-        matcher.scan(text.buffer, text.buffer_byte_offsets())
+        matcher.scan(*prepared[id(call)])
 
     def evaluate(call: Call) -> None:
         engine.evaluate(call.transcript, call.metadata)

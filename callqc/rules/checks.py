@@ -139,7 +139,7 @@ def check_required(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
     call = inp.call
     if not _when_ok(cr, inp.metadata):
         return []
-    scoped = [i for i in range(len(call.segments)) if call.in_scope(i, cr.rule.scope)]
+    scoped = call.scoped(cr.rule.scope)
     if not scoped:
         return []  # nothing said by that side: there is nothing to judge
     w0, w1, where = _window(cr, call.duration)

@@ -95,35 +95,45 @@ class CompiledPack:
 class _Table:
     def __init__(self, min_pinyin_chars: int) -> None:
         self.infos: list[PatternInfo] = []
-        self._index: dict[tuple[str, bool, bool], int] = {}
+        self._index: dict[tuple[str, bool, bool, bool], int] = {}
         self._min_pinyin = min_pinyin_chars
 
     def _add(
-        self, expr: str, literal: bool, phon: bool, label: str, origin: tuple[str, str], target: Target
+        self,
+        expr: str,
+        literal: bool,
+        phon: bool,
+        label: str,
+        origin: tuple[str, str],
+        target: Target,
+        first_only: bool = False,
     ) -> PatternInfo:
-        key = (expr, literal, phon)
+        key = (expr, literal, phon, first_only)
         pid = self._index.get(key)
         if pid is None:
             pid = len(self.infos)
             self._index[key] = pid
             left = literal and bool(_ASCII_ALNUM.match(expr[0]))
             right = literal and bool(_ASCII_ALNUM.match(expr[-1]))
-            self.infos.append(PatternInfo(Pattern(pid, expr, literal), label, phon, left, right, origin))
+            pattern = Pattern(pid, expr, literal, first_only)
+            self.infos.append(PatternInfo(pattern, label, phon, left, right, origin))
         if target not in self.infos[pid].targets:
             self.infos[pid].targets.append(target)
         return self.infos[pid]
 
-    def add_set(self, rule: Rule, pset: PatternSet, target: Target, label: str) -> None:
+    def add_set(self, rule: Rule, pset: PatternSet, target: Target, label: str, first_only: bool = False) -> None:
         for phrase in pset.phrases:
             norm = normalize_text(phrase)
             origin = (rule.id, f"{label}phrase {phrase!r}")
             if rule.pinyin and sum(map(is_cjk, norm)) >= self._min_pinyin:
                 # The phonetic form matches the exact phrase too: one pattern, exactness checked per hit.
-                self._add(phonetic(norm), True, True, phrase, origin, target).exact_forms.add(norm)
+                info = self._add(phonetic(norm), True, True, phrase, origin, target, first_only)
+                info.exact_forms.add(norm)
             else:
-                self._add(norm, True, False, phrase, origin, target)
+                self._add(norm, True, False, phrase, origin, target, first_only)
         for n, regex in enumerate(pset.regexes, 1):
-            self._add(fold_regex(regex), False, False, regex, (rule.id, f"{label}pattern {n}"), target)
+            origin = (rule.id, f"{label}pattern {n}")
+            self._add(fold_regex(regex), False, False, regex, origin, target, first_only)
 
     def add_ledger(self, rule: Rule, target: Target) -> LedgerContext:
         """One regex per layer: a context phrase followed, within ``lookahead``, by a numeral.
@@ -164,6 +174,19 @@ def _hhmm(value: str) -> time:
     return time(int(hours), int(minutes))
 
 
+def _first_only(rule: Rule, role: PatternRole) -> bool:
+    """Whether the rule only needs the agent's first use of a pattern (scanned agent text first).
+
+    required (first N seconds / whole call) and sequence rules look for the earliest agent hit;
+    any guard that could cancel that first hit would need the later ones, so guarded rules do not.
+    """
+    if rule.scope != "agent" or rule.negation_on or rule.exceptions or rule.exception_regexes or rule.near:
+        return False
+    if rule.type == "required":
+        return role is PatternRole.GROUP and not (rule.window and rule.window.last_s)
+    return rule.type == "sequence" and role in (PatternRole.TRIGGER, PatternRole.PREREQUISITE)
+
+
 def compile_pack(pack: RulePack) -> CompiledPack:
     """Collect every pattern of every enabled rule into one deduplicated table."""
     table = _Table(pack.defaults.pinyin.min_chars)
@@ -176,18 +199,21 @@ def compile_pack(pack: RulePack) -> CompiledPack:
         context = None
         if rule.type == "required":
             groups = rule.all_groups()
+            first = _first_only(rule, PatternRole.GROUP)
             for g, group in enumerate(groups):
-                table.add_set(rule, group, Target(index, PatternRole.GROUP, g), f"group {group.name!r} ")
+                table.add_set(rule, group, Target(index, PatternRole.GROUP, g), f"group {group.name!r} ", first)
         elif rule.type == "ledger":
             context = table.add_ledger(rule, Target(index, PatternRole.TRIGGER))
         else:
-            table.add_set(rule, rule.triggers, Target(index, PatternRole.TRIGGER), "")
+            first = _first_only(rule, PatternRole.TRIGGER)
+            table.add_set(rule, rule.triggers, Target(index, PatternRole.TRIGGER), "", first)
         exceptions = PatternSet(phrases=rule.exceptions, regexes=rule.exception_regexes)
         table.add_set(rule, exceptions, Target(index, PatternRole.EXCEPTION), "exception ")
         if rule.near:
             table.add_set(rule, rule.near, Target(index, PatternRole.NEAR), "near ")
         if rule.prerequisite:
-            table.add_set(rule, rule.prerequisite, Target(index, PatternRole.PREREQUISITE), "prerequisite ")
+            first = _first_only(rule, PatternRole.PREREQUISITE)
+            table.add_set(rule, rule.prerequisite, Target(index, PatternRole.PREREQUISITE), "prerequisite ", first)
         negation = NegationGuard.build(_merged_negation(pack, rule)) if rule.negation_on else None
         banned = (_hhmm(rule.banned.start), _hhmm(rule.banned.end)) if rule.banned else None
         tz = parse_timezone(rule.timezone) if rule.timezone else None

@@ -71,6 +71,7 @@ class CallText:
         self.phonetic_text = phonetic(self.norm) if with_phonetic else ""
         self._split = int(self._k_starts[len(agent)]) if 0 < len(agent) < n else len(self.text) + 1
         self._spans: dict[int, list[tuple[int, int, float, float]]] = {}
+        self._scoped: dict[str, list[int]] = {}
         self.duration = transcript.duration or max((s.end for s in self.segments), default=0.0)
 
     def regions(self) -> list[tuple[int, int, bool]]:
@@ -132,6 +133,14 @@ class CallText:
 
     def in_scope(self, seg: int, scope: str) -> bool:
         return self.segments[seg].role in SCOPES[scope]
+
+    def scoped(self, scope: str) -> list[int]:
+        """Transcript indices of the segments a rule of this scope looks at (cached)."""
+        cached = self._scoped.get(scope)
+        if cached is None:
+            roles = SCOPES[scope]
+            cached = self._scoped[scope] = [i for i, s in enumerate(self.segments) if s.role in roles]
+        return cached
 
     def local_span(self, seg: int, start: int, end: int) -> tuple[int, int]:
         """Normalised whole-call span → span in ``segments[seg].text``."""

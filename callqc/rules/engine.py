@@ -75,15 +75,15 @@ class RuleEngine:
 
     def _valid_hits(self, call: CallText, raw: np.ndarray) -> tuple[np.ndarray, ...]:
         """Vectorised filtering: right text layer, inside one segment, English word boundaries."""
-        pid, start, end = raw[:, 0], raw[:, 1], raw[:, 2]
-        n = len(call.text)
+        pid = raw[:, 0]
+        start, end, in_phon, inside = call.buffer_to_text(raw[:, 1], raw[:, 2])
         phon = self._is_phonetic[pid]
-        in_phon = start > n  # the phonetic layer comes after the text and a separator
-        start = np.where(in_phon, start - n - 1, start)
-        end = np.where(in_phon, end - n - 1, end)
-        ok = (phon == in_phon) & (end > start) & (end <= n)
-        seg = np.searchsorted(call.starts, start, side="right") - 1
-        ok &= (seg >= 0) & (end <= call.ends[np.maximum(seg, 0)])
+        # A phonetic pattern found in the plain layer is a real (phonetic) match there too:
+        # representative characters are their own phonetic form. Plain patterns only count in plain text.
+        ok = inside & (end > start) & (phon | ~in_phon)
+        seg = call.segs_of(start)
+        ok &= end <= call.ends[seg]
+        n = len(call.text)
         bounded = ok & (self._bound_left[pid] | self._bound_right[pid])
         if bounded.any():
             alnum = np.append(call.norm.ascii_alnum(), False)  # index n (past the end) is no letter
@@ -102,7 +102,11 @@ class RuleEngine:
         defaults = self.pack.defaults
         text = call.text
         columns = (c.tolist() for c in self._valid_hits(call, raw))
+        seen: set[tuple[int, int, int]] = set()
         for pid, seg, start, end, phon in zip(*columns, strict=True):
+            if (pid, start, end) in seen:
+                continue  # the same phonetic match found in both layers
+            seen.add((pid, start, end))
             info = infos[pid]
             if phon and info.is_exact(text, start, end):
                 phon = False  # the phrase as written, not a homophone

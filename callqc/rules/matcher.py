@@ -31,6 +31,7 @@ class Pattern:
     id: int
     expr: str
     literal: bool
+    first_only: bool = False  # only the first match in the buffer is needed (Hyperscan SINGLEMATCH)
 
 
 class MatcherError(Exception):
@@ -53,7 +54,7 @@ class Matcher(ABC):
         """
 
 
-_UTF8_WIDTH = np.ones(0x110000, dtype=np.int64)
+_UTF8_WIDTH = np.ones(0x110000, dtype=np.uint8)
 _UTF8_WIDTH[0x80:] = 2
 _UTF8_WIDTH[0x800:] = 3
 _UTF8_WIDTH[0x10000:] = 4
@@ -62,7 +63,7 @@ _UTF8_WIDTH[0x10000:] = 4
 def utf8_offsets(codes: np.ndarray) -> np.ndarray:
     """Byte offset of each character (and of the end) of the string with these code points."""
     byte_at = np.zeros(codes.size + 1, dtype=np.int64)
-    np.cumsum(_UTF8_WIDTH[codes], out=byte_at[1:])
+    np.cumsum(_UTF8_WIDTH[codes], dtype=np.int64, out=byte_at[1:])
     return byte_at
 
 
@@ -113,9 +114,10 @@ class HyperscanMatcher(Matcher):
 
     def _flags(self, pattern: Pattern) -> int:
         hs = self._hs
+        single = hs.HS_FLAG_SINGLEMATCH if pattern.first_only else 0
         if pattern.literal:  # valid UTF-8 bytes only match at character starts: no UTF-8 mode needed
-            return 0
-        return hs.HS_FLAG_UTF8 | hs.HS_FLAG_CASELESS
+            return single
+        return hs.HS_FLAG_UTF8 | hs.HS_FLAG_CASELESS | single
 
     def _raise_culprit(self, patterns: list[Pattern], exprs: list[bytes], exc: Exception) -> None:
         """Hyperscan does not say which expression failed: compile them one by one to find it."""

@@ -1,0 +1,92 @@
+"""``callqc rules ...``: validate a rule pack, or run it over a JSONL of transcripts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from callqc.rules.engine import RuleEngine
+from callqc.rules.pack import RulePackError, load_rule_pack
+from callqc.rules.records import record_to_call
+
+rules_app = typer.Typer(help="Compliance rule packs: validate, and check transcripts.", no_args_is_help=True)
+
+PackArg = Annotated[Path, typer.Argument(help="rule pack YAML", exists=True, dir_okay=False)]
+_BACKENDS = ("auto", "hyperscan", "aho-corasick")
+
+
+def _engine(pack_path: Path, backend: str) -> RuleEngine:
+    if backend not in _BACKENDS:
+        raise typer.BadParameter(f"backend must be one of {', '.join(_BACKENDS)}")
+    try:
+        return RuleEngine(load_rule_pack(pack_path), backend=backend)
+    except RulePackError as exc:
+        Console(stderr=True).print(f"[red]invalid pack[/red] {pack_path}: {exc}")
+        raise typer.Exit(code=1) from None
+
+
+@rules_app.command()
+def validate(
+    pack: PackArg,
+    backend: Annotated[str, typer.Option(help="matcher: auto | hyperscan | aho-corasick")] = "auto",
+) -> None:
+    """Check a pack against the schema and compile it; exit 1 naming the rule and reason if bad."""
+    engine = _engine(pack, backend)
+    rules = engine.pack.rules
+    typer.echo(
+        f"ok: {pack} version {engine.version}, {len(rules)} rules "
+        f"({sum(r.enabled for r in rules)} enabled), {engine.pattern_count} patterns, {engine.backend}"
+    )
+
+
+@rules_app.command()
+def check(
+    pack: PackArg,
+    jsonl: Annotated[Path, typer.Argument(help="one call per line: call_id, language, turns, metadata")],
+    as_json: Annotated[bool, typer.Option("--json", help="print findings per call as JSON")] = False,
+    backend: Annotated[str, typer.Option(help="matcher: auto | hyperscan | aho-corasick")] = "auto",
+) -> None:
+    """Run a pack over transcripts and print hits per rule."""
+    engine = _engine(pack, backend)
+    findings_per_rule: Counter[str] = Counter()
+    calls_per_rule: Counter[str] = Counter()
+    calls_out = []
+    with jsonl.open(encoding="utf-8") as lines:
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                call = record_to_call(line)
+            except ValueError as exc:  # includes JSON and pydantic validation errors
+                Console(stderr=True).print(f"[red]{jsonl}:{lineno}[/red]: {exc}")
+                raise typer.Exit(code=2) from None
+            findings = engine.evaluate(call.transcript, call.metadata)
+            findings_per_rule.update(f.rule_id for f in findings)
+            calls_per_rule.update({f.rule_id for f in findings})
+            calls_out.append({"call_id": call.call_id, "findings": [f.model_dump(mode="json") for f in findings]})
+    if as_json:
+        summary = {
+            "pack_version": engine.version,
+            "backend": engine.backend,
+            "calls": len(calls_out),
+            "hits_per_rule": dict(sorted(findings_per_rule.items())),
+            "results": calls_out,
+        }
+        typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{pack.name} v{engine.version} over {len(calls_out)} calls ({engine.backend})")
+    for column in ("rule", "name", "severity", "category", "findings", "calls"):
+        table.add_column(column, justify="right" if column in ("findings", "calls") else "left")
+    for rule in engine.pack.rules:
+        if findings_per_rule[rule.id]:
+            table.add_row(
+                rule.id, rule.name, rule.severity.value, rule.category,
+                str(findings_per_rule[rule.id]), str(calls_per_rule[rule.id]),
+            )
+    Console().print(table)
