@@ -14,11 +14,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from callqc.client import CallQCClient, LocalCall, load_calls
+from callqc.rules.cli import rules_app
 from callqc.settings import Settings, load_settings
 from callqc.stack import LocalStack, StackError, apply_state_to_environment
 from callqc.v1 import callqc_pb2 as pb
 
 app = typer.Typer(help="callqc — QC inspection of every collection call.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules", help="Rule packs: validate, run over transcripts (for QC managers).")
 console = Console()
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_BATCH = REPO_ROOT / "samples" / "batch.yaml"

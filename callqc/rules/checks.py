@@ -87,12 +87,15 @@ def _scoped(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> list[RuleH
 
 
 def _dedupe(hits: list[RuleHit]) -> list[RuleHit]:
-    """Overlapping hits of one rule: keep the exact, longest, earliest one."""
-    kept: list[RuleHit] = []
-    for hit in sorted(hits, key=lambda h: (h.seg, h.start, h.phonetic, -(h.end - h.start))):
-        if not any(hit.overlaps(k) for k in kept[-8:]):
-            kept.append(hit)
-    return kept
+    """Overlapping hits of one rule in one segment become one hit spanning them all."""
+    merged: list[RuleHit] = []
+    for hit in sorted(hits, key=lambda h: (h.seg, h.start, h.phonetic, -h.end)):
+        last = merged[-1] if merged else None
+        if last is not None and last.overlaps(hit):
+            merged[-1] = last._replace(end=max(last.end, hit.end), phonetic=last.phonetic and hit.phonetic)
+        else:
+            merged.append(hit)
+    return merged
 
 
 def _guarded(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> list[RuleHit]:

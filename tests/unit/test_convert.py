@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from pydantic import ValidationError
 
 from callqc.errors import CallErrorCode, CallProcessingError
 from callqc.gateway.convert import call_spec_from_pb, call_spec_to_pb, counts_of, status_to_pb
