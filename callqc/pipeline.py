@@ -132,7 +132,6 @@ async def inspect_call(spec: CallSpec, batch_id: str, stages: Stages) -> tuple[R
         rule_pack=ruled.pack_version,
         speakers=SPEAKERS_VERSION,
     )
-    started = time.perf_counter()
     report = build_report(
         spec,
         batch_id,
@@ -144,7 +143,6 @@ async def inspect_call(spec: CallSpec, batch_id: str, stages: Stages) -> tuple[R
         stage_seconds=timings,
     )
     key = await stages.write_report(report)
-    report.stage_seconds["report"] = round(time.perf_counter() - started, 4)
     return report, key
 
 

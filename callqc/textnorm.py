@@ -206,7 +206,7 @@ _DAYS_RE = re.compile(rf"({_NUMBER}) ?(?:天|日|days?\b)", re.IGNORECASE)
 
 
 _UNIT_STRIP = re.compile(r"(元|块钱|块|圆|人民币|yuan|rmb|dollars?|[¥$,，\s])", re.IGNORECASE)
-_DIGIT_VALUES = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+_DIGIT_VALUES = {ch: i for i, ch in enumerate("零一二三四五六七八九")} | {"〇": 0, "两": 2}
 _SMALL_UNITS = {"十": 10, "百": 100, "千": 1000}
 _BIG_UNITS = {"万": 10_000, "亿": 100_000_000}
 _ARABIC = re.compile(r"[0-9]+(?:\.[0-9]+)?")

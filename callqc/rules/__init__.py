@@ -1,8 +1,8 @@
 """Compliance rule pack and rule engine (pure domain code: no Ray, no network).
 
-    pack = load_rule_pack(default_pack_path())
-    engine = RuleEngine(pack)
-    findings = engine.evaluate(transcript, metadata)
+pack = load_rule_pack(default_pack_path())
+engine = RuleEngine(pack)
+findings = engine.evaluate(transcript, metadata)
 """
 
 from callqc.rules.engine import RuleEngine, RuleRun

@@ -27,7 +27,7 @@ def _engine(pack_path: Path, backend: str) -> RuleEngine:
     try:
         return RuleEngine(load_rule_pack(pack_path), backend=backend)
     except RulePackError as exc:
-        Console(stderr=True).print(f"[red]invalid pack[/red] {pack_path}: {exc}")
+        typer.echo(f"invalid pack {pack_path}: {exc}", err=True)
         raise typer.Exit(code=1) from None
 
 
@@ -64,7 +64,7 @@ def check(
             try:
                 call = record_to_call(line)
             except ValueError as exc:  # includes JSON and pydantic validation errors
-                Console(stderr=True).print(f"[red]{jsonl}:{lineno}[/red]: {exc}")
+                typer.echo(f"{jsonl}:{lineno}: {exc}", err=True)
                 raise typer.Exit(code=2) from None
             findings = engine.evaluate(call.transcript, call.metadata)
             findings_per_rule.update(f.rule_id for f in findings)
@@ -86,7 +86,11 @@ def check(
     for rule in engine.pack.rules:
         if findings_per_rule[rule.id]:
             table.add_row(
-                rule.id, rule.name, rule.severity.value, rule.category,
-                str(findings_per_rule[rule.id]), str(calls_per_rule[rule.id]),
+                rule.id,
+                rule.name,
+                rule.severity.value,
+                rule.category,
+                str(findings_per_rule[rule.id]),
+                str(calls_per_rule[rule.id]),
             )
     Console().print(table)

@@ -53,7 +53,8 @@ class CallText:
         self.segments: list[Segment] = transcript.segments
         n = len(self.segments)
         agent = [i for i, seg in enumerate(self.segments) if seg.role in AGENT_SIDE]
-        self.order = np.array(agent + [i for i, seg in enumerate(self.segments) if seg.role not in AGENT_SIDE], np.int64)
+        others = [i for i, seg in enumerate(self.segments) if seg.role not in AGENT_SIDE]
+        self.order = np.array(agent + others, dtype=np.int64)
         texts = [self.segments[i].text for i in self.order.tolist()]
         self.norm = normalize(SEGMENT_BREAK.join(texts))
         self.text = self.norm.text
@@ -70,7 +71,7 @@ class CallText:
         self.with_phonetic = with_phonetic
         self.phonetic_text = phonetic(self.norm) if with_phonetic else ""
         self._split = int(self._k_starts[len(agent)]) if 0 < len(agent) < n else len(self.text) + 1
-        self._spans: dict[int, list[tuple[int, int, float, float]]] = {}
+        self._spans: dict[int, list[timing.WordSpan]] = {}
         self._scoped: dict[str, list[int]] = {}
         self.duration = transcript.duration or max((s.end for s in self.segments), default=0.0)
 

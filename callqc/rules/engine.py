@@ -13,7 +13,6 @@ from callqc.rules.context import CallText, RuleHit
 from callqc.rules.matcher import MatcherError, build_matcher
 from callqc.rules.pack import RulePack, RulePackError
 
-
 _NEED_HITS = frozenset({"keyword", "sequence", "ledger"})  # rule types that say nothing without a hit
 
 

@@ -15,6 +15,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -67,6 +68,16 @@ def utf8_offsets(codes: np.ndarray) -> np.ndarray:
     return byte_at
 
 
+@lru_cache(maxsize=8)
+def _compiled_database(exprs: tuple[bytes, ...], ids: tuple[int, ...], flags: tuple[int, ...]) -> object:
+    """Compile once per distinct pattern set (a reload of the same pack reuses it; scans only read it)."""
+    import hyperscan as hs
+
+    db = hs.Database(mode=hs.HS_MODE_BLOCK)
+    db.compile(expressions=list(exprs), ids=list(ids), elements=len(exprs), flags=list(flags))
+    return db
+
+
 def hyperscan_available() -> bool:
     try:
         import hyperscan  # noqa: F401
@@ -104,11 +115,9 @@ class HyperscanMatcher(Matcher):
         if not patterns:
             return
         exprs = [(re.escape(p.expr) if p.literal else p.expr).encode("utf-8") for p in patterns]
-        self._db = hs.Database(mode=hs.HS_MODE_BLOCK)
+        flags = tuple(self._flags(p) for p in patterns)
         try:
-            self._db.compile(
-                expressions=exprs, ids=[p.id for p in patterns], elements=len(exprs), flags=[self._flags(p) for p in patterns]
-            )
+            self._db = _compiled_database(tuple(exprs), tuple(p.id for p in patterns), flags)
         except hs.error as exc:
             self._raise_culprit(patterns, exprs, exc)
 

@@ -25,6 +25,7 @@ from callqc.rules.regexcheck import check_regex
 from callqc.textnorm import normalize_text
 
 _PACK_DIR_ENV = "CALLQC_RULEPACKS_DIR"
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def rulepacks_dir() -> Path:
@@ -304,11 +305,12 @@ def load_rule_pack(source: Path | str | bytes) -> RulePack:
     """Parse and validate a pack from a file path, YAML text, or bytes (e.g. fetched from S3)."""
     raw = _read(source)
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_YAML_LOADER)  # a safe loader (the C one when built)
     except yaml.YAMLError as exc:
         raise RulePackError("pack", f"not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise RulePackError("pack", "top level must be a mapping with version and rules")
+        hint = " (a str is YAML text: pass a Path to read a file)" if isinstance(source, str) else ""
+        raise RulePackError("pack", f"top level must be a mapping with version and rules{hint}")
     _schema_check(data)
     try:
         pack = RulePack.model_validate({**data, "sha256": hashlib.sha256(raw).hexdigest()})

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from callqc.models import Segment
 
+WordSpan = tuple[int, int, float, float]  # char start, char end, time start, time end
 
-def word_char_spans(segment: Segment) -> list[tuple[int, int, float, float]]:
+
+def word_char_spans(segment: Segment) -> list[WordSpan]:
     """``(char_start, char_end, time_start, time_end)`` of each word found in order in the text."""
     spans = []
     cursor = 0
@@ -21,7 +23,7 @@ def word_char_spans(segment: Segment) -> list[tuple[int, int, float, float]]:
     return spans
 
 
-def time_span(segment: Segment, start: int, end: int, spans: list[tuple[int, int, float, float]]) -> tuple[float, float]:
+def time_span(segment: Segment, start: int, end: int, spans: list[WordSpan]) -> tuple[float, float]:
     """Audio span of ``segment.text[start:end]``: the words it overlaps, else the whole segment."""
     hit = [(t0, t1) for c0, c1, t0, t1 in spans if c0 < end and c1 > start]
     if not hit:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,13 @@ from callqc.rules.matcher import hyperscan_available
 
 CASES_PATH = Path(__file__).resolve().parents[1] / "data" / "rules" / "cases.yaml"
 CASES: list[dict[str, Any]] = yaml.safe_load(CASES_PATH.read_text(encoding="utf-8"))
-BACKENDS = ["aho-corasick", pytest.param("hyperscan", marks=pytest.mark.skipif(
-    not hyperscan_available(), reason="hyperscan not importable"))]
+BACKENDS = [
+    "aho-corasick",
+    pytest.param("hyperscan", marks=pytest.mark.skipif(not hyperscan_available(), reason="hyperscan not importable")),
+]
 
 
-@lru_cache(maxsize=None)
+@cache
 def engine(backend: str) -> RuleEngine:
     return RuleEngine(load_rule_pack(default_pack_path()), backend=backend)
 
@@ -61,7 +63,23 @@ def test_every_rule_has_a_positive_and_a_hard_negative() -> None:
 
 def test_pack_covers_every_k_and_m_check() -> None:
     ids = {rule.id for rule in load_rule_pack(default_pack_path()).rules}
-    k_and_m = {"F01", "F03", "F04", "F06", "F08", "F09", "F12", "F14", "F15", "F16", "F18",
-               "R01", "R03", "R04", "R05", "R09"}
+    k_and_m = {
+        "F01",
+        "F03",
+        "F04",
+        "F06",
+        "F08",
+        "F09",
+        "F12",
+        "F14",
+        "F15",
+        "F16",
+        "F18",
+        "R01",
+        "R03",
+        "R04",
+        "R05",
+        "R09",
+    }
     signals = {f"C0{i}" for i in range(1, 9)}
     assert k_and_m | signals <= ids

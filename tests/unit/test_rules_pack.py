@@ -7,8 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from callqc.rules import EngineHolder, RuleEngine, RulePack, RulePackError, default_pack_path, load_rule_pack
-from callqc.rules import transcript_from_turns
+from callqc.rules import (
+    EngineHolder,
+    RuleEngine,
+    RulePack,
+    RulePackError,
+    default_pack_path,
+    load_rule_pack,
+    transcript_from_turns,
+)
 from callqc.rules.matcher import hyperscan_available
 
 MINIMAL = """
@@ -54,7 +61,7 @@ def test_default_pack_loads_from_every_source_type() -> None:
         (_pack_with("colour: red"), "rule X01: Additional properties are not allowed ('colour'"),
         (MINIMAL.replace('version: "1.0.0"', "version: 1.0"), "pack: version: 1.0 is not of type 'string'"),
         (MINIMAL.replace('version: "1.0.0"\n', ""), "pack: 'version' is a required property"),
-        (MINIMAL + MINIMAL[MINIMAL.index("  - id"):], "pack: rule id X01 is used twice"),
+        (MINIMAL + MINIMAL[MINIMAL.index("  - id") :], "pack: rule id X01 is used twice"),
         ("rules: [", "pack: not valid YAML"),
         ("- just a list", "pack: top level must be a mapping"),
     ],
@@ -67,7 +74,7 @@ def test_bad_pack_names_rule_and_reason(text: str, message: str) -> None:
 
 def test_metadata_rule_errors() -> None:
     base = """
-version: "1"
+version: "1.0"
 rules:
   - id: F15
     name: 时段
@@ -81,7 +88,7 @@ rules:
         load_rule_pack(base + "    banned: {from: 22:00, to: '08:00'}\n")  # unquoted YAML 1.1 sexagesimal
     with pytest.raises(RulePackError, match="rule F15: unknown time zone 'Mars/Olympus'"):
         load_rule_pack(base + "    banned: {from: '22:00', to: '08:00'}\n    timezone: Mars/Olympus\n")
-    with pytest.raises(RulePackError, match="rule F15: banned.from and banned.to are equal"):
+    with pytest.raises(RulePackError, match=r"rule F15: banned\.from and banned\.to are equal"):
         load_rule_pack(base + "    banned: {from: '22:00', to: '22:00'}\n")
 
 
@@ -94,7 +101,7 @@ def test_required_rule_needs_a_window() -> None:
 
 @pytest.mark.skipif(not hyperscan_available(), reason="hyperscan not importable")
 def test_pattern_the_matcher_refuses_is_named_at_compile_time() -> None:
-    pack = load_rule_pack(_pack_with("regexes: ['ok', 'a{0,100000}']"))  # valid for Python re
+    pack = load_rule_pack(_pack_with("regexes: [ok, 'ba{0,100000}']"))  # valid for Python re
     with pytest.raises(RulePackError, match=r"rule X01: pattern 2 is not supported by the matcher: Bounded repeat"):
         RuleEngine(pack, backend="hyperscan")
 
