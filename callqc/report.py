@@ -44,10 +44,13 @@ def idempotency_key(call_id: str, audio_sha256: str, versions: Versions) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def verdict(findings: list[Finding]) -> str:
-    """Any S0 agent finding fails the call; other agent findings need a reviewer; else pass."""
+FAIL_CONFIDENCE = 0.8  # S0 findings below this (keyword candidates for judge-only checks) go to review
+
+
+def verdict(findings: list[Finding], fail_confidence: float = FAIL_CONFIDENCE) -> str:
+    """A confident S0 agent finding fails the call; other agent findings need a reviewer; else pass."""
     agent_findings = [f for f in findings if f.category != "customer_signal"]
-    if any(f.severity == Severity.S0 for f in agent_findings):
+    if any(f.severity == Severity.S0 and f.confidence >= fail_confidence for f in agent_findings):
         return "fail"
     if agent_findings:
         return "needs_review"

@@ -187,21 +187,26 @@ def check_sequence(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
     return [_hit_finding(cr, inp, early[0], why=f"{inp.infos[early[0].pattern].label!r} {why}")]
 
 
-def _parse_after(inp: RuleInput, cr: CompiledRule, hit: RuleHit) -> tuple[int, Amount] | None:
-    """Where the context ends, and the first number right after it, unless approximate (三万多)."""
+def _number_at(inp: RuleInput, cr: CompiledRule, pos: int, seg: int) -> Amount | None:
+    """The number that starts at ``pos`` (the numeral the matcher stopped on), unless approximate."""
     call = inp.call
-    assert cr.context is not None
-    ctx_end = cr.context.end_of(call.text, call.phonetic_text, hit.start)
-    stop = min(int(call.ends[hit.seg]), ctx_end + cr.rule.lookahead + 16)
-    region = call.text[ctx_end:stop]
+    region = call.text[pos : min(int(call.ends[seg]), pos + 24)]
     found = find_amounts(region) if cr.rule.field == "amount_due" else find_days(region)
-    if not found or found[0].start > cr.rule.lookahead:
+    if not found or found[0].start != 0:
         return None
     first = found[0]
-    tail = call.text[ctx_end + first.end : ctx_end + first.end + 2]
+    tail = call.text[pos + first.end : pos + first.end + 2]
     if tail.startswith(_APPROXIMATE) or "几" in first.text:
         return None
-    return ctx_end, first
+    return first
+
+
+def _locate(cr: CompiledRule, inp: RuleInput, hit: RuleHit) -> RuleHit:
+    """Give a context hit (reported by its numeral only) its real start and exactness."""
+    assert cr.context is not None
+    call = inp.call
+    start, homophone = cr.context.locate(call.text, call.phonetic_text, int(call.starts[hit.seg]), hit.end)
+    return hit._replace(start=start, phonetic=homophone)
 
 
 def check_ledger(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
@@ -211,20 +216,19 @@ def check_ledger(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
         return []
     expected = float(meta.ledger.amount_due if cr.rule.field == "amount_due" else meta.ledger.overdue_days)
     allowed = max(cr.rule.tolerance.ratio * expected, cr.rule.tolerance.absolute)
+    guarded = bool(cr.negation or cr.quotation or cr.rule.near)
+    exception_segs = {h.seg for h in inp.role_hits(PatternRole.EXCEPTION)}
     findings: list[Finding] = []
-    seen: set[tuple[int, int]] = set()
-    for hit in _dedupe(_guarded(cr, inp, _scoped(cr, inp, inp.role_hits(PatternRole.TRIGGER)))):
-        parsed = _parse_after(inp, cr, hit)
-        if parsed is None:
+    for hit in _dedupe(_scoped(cr, inp, inp.role_hits(PatternRole.TRIGGER))):
+        value = _number_at(inp, cr, hit.end - 1, hit.seg)
+        if value is None or abs(value.value - expected) <= allowed:
             continue
-        ctx_end, value = parsed
-        key = (hit.seg, ctx_end + value.start)
-        if key in seen or abs(value.value - expected) <= allowed:
+        hit = _locate(cr, inp, hit)
+        if (guarded or hit.seg in exception_segs) and not _guarded(cr, inp, [hit]):
             continue
-        seen.add(key)
         unit = "元" if cr.rule.field == "amount_due" else " days"
         why = f"stated {value.value:g}{unit}, ledger {cr.rule.field} is {expected:g}{unit}"
-        findings.append(_hit_finding(cr, inp, hit, end=ctx_end + value.end, why=why))
+        findings.append(_hit_finding(cr, inp, hit, end=hit.end - 1 + value.end, why=why))
     return findings[: inp.defaults.max_findings_per_rule]
 
 

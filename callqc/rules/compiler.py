@@ -10,7 +10,7 @@ from enum import StrEnum
 from callqc.rules.guards import NegationGuard, QuotationGuard
 from callqc.rules.matcher import Pattern
 from callqc.rules.pack import Group, Negation, PatternSet, Rule, RulePack, parse_timezone
-from callqc.rules.regexcheck import REGEX_FLAGS, fold_regex
+from callqc.rules.regexcheck import REGEX_FLAGS, fold_regex, sre_parse
 from callqc.textnorm import is_cjk, normalize_text, phonetic
 
 _ASCII_ALNUM = re.compile(r"[a-z0-9]")
@@ -45,27 +45,36 @@ class PatternInfo:
     origin: tuple[str, str]  # (rule id, "pattern 2") for error messages
     targets: list[Target] = field(default_factory=list)
     exact_forms: set[str] = field(default_factory=set)  # phonetic literals: the phrases as written
-    exact_regex: re.Pattern[str] | None = None  # phonetic regexes: the same regex as written
 
     def is_exact(self, text: str, start: int, end: int) -> bool:
-        """A phonetic-layer hit that is also the pattern as written (not a homophone)."""
-        if self.exact_regex is not None:
-            return self.exact_regex.match(text, start, end) is not None
+        """A phonetic-layer hit that is also the phrase as written (not a homophone)."""
         return text[start:end] in self.exact_forms
 
 
 @dataclass(frozen=True)
 class LedgerContext:
-    """ledger rules: the context phrases as regexes, to find where a context ends inside a hit."""
+    """ledger rules: where the context phrase starts, given where the number after it starts.
 
-    exact: re.Pattern[str]
+    The matcher reports only the end of a context-then-numeral match (finding its start costs a
+    Python regex search per hit, and context words are frequent); the start is located here, only
+    for hits that need it (a finding, an exception nearby).
+    """
+
+    exact: re.Pattern[str]  # the whole context-then-numeral regex, anchored at the end
     phonetic: re.Pattern[str] | None
+    reach: int  # how far back from the numeral a context can start
 
-    def end_of(self, call_text: str, phonetic_text: str, start: int) -> int:
-        m = self.exact.match(call_text, start)
-        if m is None and self.phonetic is not None:
-            m = self.phonetic.match(phonetic_text, start)
-        return m.end() if m else start
+    def locate(self, call_text: str, phonetic_text: str, line_start: int, end: int) -> tuple[int, bool]:
+        """``(start, homophone?)`` of the context-then-numeral match that ends at ``end``."""
+        lo = max(line_start, end - self.reach)
+        m = self.exact.search(call_text, lo, end)
+        if m is not None:
+            return m.start(), False
+        if self.phonetic is not None:
+            m = self.phonetic.search(phonetic_text, lo, end)
+            if m is not None:
+                return m.start(), True
+        return end - 1, True
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,7 @@ class _Table:
         origin: tuple[str, str],
         target: Target,
         first_only: bool = False,
+        needs_start: bool = True,
     ) -> PatternInfo:
         key = (expr, literal, phon, first_only)
         pid = self._index.get(key)
@@ -115,7 +125,7 @@ class _Table:
             self._index[key] = pid
             left = literal and bool(_ASCII_ALNUM.match(expr[0]))
             right = literal and bool(_ASCII_ALNUM.match(expr[-1]))
-            pattern = Pattern(pid, expr, literal, first_only)
+            pattern = Pattern(pid, expr, literal, first_only, needs_start)
             self.infos.append(PatternInfo(pattern, label, phon, left, right, origin))
         if target not in self.infos[pid].targets:
             self.infos[pid].targets.append(target)
@@ -148,18 +158,20 @@ class _Table:
         tail = f"[^\\n{_NUMERALS}]{{0,{rule.lookahead}}}[{_NUMERALS}]"
         origin = (rule.id, "context phrases")
         exact = f"(?:{exact_ctx}){tail}"
+        widest = sre_parse.parse(exact, REGEX_FLAGS).getwidth()[1]
+        reach = min(widest, 64 + rule.lookahead)
+        anchored = re.compile(exact + "\\Z", REGEX_FLAGS)
         if not phon_ok:
-            self._add(exact, False, False, "context", origin, target)
-            return LedgerContext(re.compile(exact_ctx, REGEX_FLAGS), None)
+            self._add(exact, False, False, "context", origin, target, needs_start=False)
+            return LedgerContext(anchored, None, reach)
         rest = [re.escape(p) for p in phrases if p not in phon_ok] + [f"(?:{fold_regex(r)})" for r in rule.regexes]
         if rest:
-            self._add(f"(?:{'|'.join(rest)}){tail}", False, False, "context", origin, target)
+            self._add(f"(?:{'|'.join(rest)}){tail}", False, False, "context", origin, target, needs_start=False)
         numerals = _NUMERALS + "".join(sorted(set(phonetic(_NUMERAL_CHARS)) - set(_NUMERAL_CHARS)))
         phon_ctx = "|".join(re.escape(phonetic(p)) for p in phon_ok)
         phon_tail = f"[^\\n{numerals}]{{0,{rule.lookahead}}}[{numerals}]"
-        info = self._add(f"(?:{phon_ctx}){phon_tail}", False, True, "context", origin, target)
-        info.exact_regex = re.compile(exact, REGEX_FLAGS)
-        return LedgerContext(re.compile(exact_ctx, REGEX_FLAGS), re.compile(phon_ctx, REGEX_FLAGS))
+        self._add(f"(?:{phon_ctx}){phon_tail}", False, True, "context", origin, target, needs_start=False)
+        return LedgerContext(anchored, re.compile(f"(?:{phon_ctx}){phon_tail}\\Z", REGEX_FLAGS), reach)
 
 
 def _merged_negation(pack: RulePack, rule: Rule) -> Negation:

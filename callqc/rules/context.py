@@ -55,7 +55,8 @@ class CallText:
         agent = [i for i, seg in enumerate(self.segments) if seg.role in AGENT_SIDE]
         others = [i for i, seg in enumerate(self.segments) if seg.role not in AGENT_SIDE]
         self.order = np.array(agent + others, dtype=np.int64)
-        texts = [self.segments[i].text for i in self.order.tolist()]
+        # A stray separator character inside a segment would split it: blank it (same length, same offsets).
+        texts = [self.segments[i].text.replace(SEGMENT_BREAK, " ") for i in self.order.tolist()]
         self.norm = normalize(SEGMENT_BREAK.join(texts))
         self.text = self.norm.text
         lengths = np.fromiter((len(t) + 1 for t in texts), dtype=np.int64, count=n)
@@ -73,6 +74,7 @@ class CallText:
         self._split = int(self._k_starts[len(agent)]) if 0 < len(agent) < n else len(self.text) + 1
         self._spans: dict[int, list[timing.WordSpan]] = {}
         self._scoped: dict[str, list[int]] = {}
+        self._region_arrays: tuple[np.ndarray, ...] | None = None
         self.duration = transcript.duration or max((s.end for s in self.segments), default=0.0)
 
     def regions(self) -> list[tuple[int, int, bool]]:
@@ -102,21 +104,18 @@ class CallText:
 
     def buffer_to_text(self, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, ...]:
         """Buffer spans → (text start, text end, phonetic layer?, inside one region?)."""
-        regions = self.regions()
-        if len(regions) == 1 and not regions[0][2]:
+        if not self.with_phonetic:
             return start, end, np.zeros(start.shape, bool), end <= len(self.text)
-        bases = []
-        pos = 0
-        for a, b, _ in regions:
-            bases.append(pos)
-            pos += b - a + 1
-        base = np.array(bases, dtype=np.int64)
-        r = np.searchsorted(base, start, side="right") - 1
-        text_start = np.array([a for a, _, _ in regions], dtype=np.int64)[r]
-        length = np.array([b - a for a, b, _ in regions], dtype=np.int64)[r]
-        phon = np.array([p for _, _, p in regions], dtype=bool)[r]
-        local_start, local_end = start - base[r], end - base[r]
-        return text_start + local_start, text_start + local_end, phon, local_end <= length
+        if self._region_arrays is None:
+            regions = self.regions()
+            lengths = np.array([b - a for a, b, _ in regions], dtype=np.int64)
+            bases = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+            text_starts = np.array([a for a, _, _ in regions], dtype=np.int64)
+            self._region_arrays = (bases, text_starts, lengths, np.array([p for _, _, p in regions], dtype=bool))
+        bases, text_starts, lengths, phonetic_layer = self._region_arrays
+        r = np.searchsorted(bases, start, side="right") - 1
+        shift = text_starts[r] - bases[r]
+        return start + shift, end + shift, phonetic_layer[r], end - bases[r] <= lengths[r]
 
     def seg_of(self, pos: int) -> int:
         return int(self.order[np.searchsorted(self._k_starts, pos, side="right") - 1])

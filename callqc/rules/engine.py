@@ -42,6 +42,7 @@ class RuleEngine:
         self._is_phonetic = np.array([i.phonetic for i in infos] or [False], dtype=bool)
         self._bound_left = np.array([i.bound_left for i in infos] or [False], dtype=bool)
         self._bound_right = np.array([i.bound_right for i in infos] or [False], dtype=bool)
+        self._end_only = np.array([not i.pattern.needs_start for i in infos] or [False], dtype=bool)
 
     @property
     def version(self) -> str:
@@ -76,6 +77,7 @@ class RuleEngine:
         """Vectorised filtering: right text layer, inside one segment, English word boundaries."""
         pid = raw[:, 0]
         start, end, in_phon, inside = call.buffer_to_text(raw[:, 1], raw[:, 2])
+        start = np.where(self._end_only[pid], end - 1, start)  # same for every back-end
         phon = self._is_phonetic[pid]
         # A phonetic pattern found in the plain layer is a real (phonetic) match there too:
         # representative characters are their own phonetic form. Plain patterns only count in plain text.

@@ -4,9 +4,11 @@ Hyperscan (one database; literals as bytes, regexes in UTF-8 mode) where it impo
 Aho-Corasick automaton for the literals plus Python ``re`` for the regexes. Both return an int64
 array of rows ``(pattern_id, start, end)`` in *character* offsets of the scanned string.
 
-Hyperscan's start-of-match tracking (SOM_LEFTMOST) made the database 3–4× slower on call text, so
-it is off: a literal starts ``len(literal)`` before its end, and a regex's leftmost start is found
-by Python ``re`` on the few characters before the end (regex hits are rare, and never cross a line).
+Hyperscan's start-of-match tracking (SOM_LEFTMOST) made the database 3-4x slower on call text, so
+it is off: a literal starts ``len(literal)`` before its end; a regex's leftmost start is found by
+Python ``re`` on the few characters before the end (regex hits are rare and never cross a line),
+except for patterns marked ``needs_start=False`` (reported as ``end - 1``). Patterns marked
+``first_only`` stop at their first match (SINGLEMATCH); the Aho-Corasick path reports them all.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Pattern:
     expr: str
     literal: bool
     first_only: bool = False  # only the first match in the buffer is needed (Hyperscan SINGLEMATCH)
+    needs_start: bool = True  # False: callers only use the end (start is reported as end - 1)
 
 
 class MatcherError(Exception):
@@ -103,15 +106,17 @@ class HyperscanMatcher(Matcher):
         self._db = None
         self._local = threading.local()
         size = max((p.id for p in patterns), default=-1) + 1
-        self._literal_bytes = np.zeros(size, dtype=np.int64)  # 0 marks a regex
+        self._literal_chars = np.ones(size, dtype=np.int64)  # regexes: 1 (start unknown: end - 1)
         self._regex_start: dict[int, tuple[re.Pattern[str], int]] = {}
         for p in patterns:
             if p.literal:
-                self._literal_bytes[p.id] = len(p.expr.encode("utf-8"))
-            else:
+                self._literal_chars[p.id] = len(p.expr)
+            elif p.needs_start:
                 widest = sre_parse.parse(p.expr, REGEX_FLAGS).getwidth()[1]
                 back = widest if widest < _LOOKBACK else _LOOKBACK
                 self._regex_start[p.id] = (re.compile(f"(?:{p.expr})\\Z", REGEX_FLAGS), back)
+        self._needs_recovery = np.zeros(size, dtype=bool)
+        self._needs_recovery[list(self._regex_start)] = True
         if not patterns:
             return
         exprs = [(re.escape(p.expr) if p.literal else p.expr).encode("utf-8") for p in patterns]
@@ -160,24 +165,25 @@ class HyperscanMatcher(Matcher):
         if not raw:
             return _EMPTY
         hits = np.array(raw, dtype=np.int64).reshape(-1, 2)
-        pid, end_b = hits[:, 0], hits[:, 1]
-        start_b = end_b - self._literal_bytes[pid]
+        out = np.empty((hits.shape[0], 3), dtype=np.int64)
+        pid = out[:, 0] = hits[:, 0]
         if len(data) == len(text):  # ASCII: bytes are characters
-            start, end = start_b, end_b
+            out[:, 2] = hits[:, 1]
         else:
             if byte_at is None:
                 byte_at = utf8_offsets(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32))
-            start = np.searchsorted(byte_at, start_b)
-            end = np.searchsorted(byte_at, end_b)
-        out = np.stack([pid, start, end], axis=1)
+            out[:, 2] = np.searchsorted(byte_at, hits[:, 1])
+        out[:, 1] = out[:, 2] - self._literal_chars[pid]  # a regex gets end - 1 until its start is found
         if self._regex_start:
-            for row in np.flatnonzero(self._literal_bytes[pid] == 0).tolist():
-                out[row, 1] = self._regex_start_of(text, int(out[row, 0]), int(out[row, 2]))
+            starts = self._regex_start
+            for row in np.flatnonzero(self._needs_recovery[pid]).tolist():
+                out[row, 1] = self._regex_start_of(text, starts[raw[2 * row]], int(out[row, 2]))
         return out
 
-    def _regex_start_of(self, text: str, pid: int, end: int) -> int:
+    @staticmethod
+    def _regex_start_of(text: str, found: tuple[re.Pattern[str], int], end: int) -> int:
         """Leftmost start of a regex match ending at ``end`` (within its line and the regex's width)."""
-        rx, back = self._regex_start[pid]
+        rx, back = found
         lo = max(0, end - back)
         nl = text.rfind("\n", lo, end)
         lo = nl + 1 if nl >= 0 else lo

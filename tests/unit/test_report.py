@@ -158,3 +158,13 @@ def test_report_json_parses_into_the_proto_strictly() -> None:
 def test_model_and_proto_have_the_same_fields(model: type[BaseModel], message: type) -> None:
     """Guards both directions: a field only in the proto would silently never be filled."""
     assert set(model.model_fields) == {f.name for f in message.DESCRIPTOR.fields}
+
+
+def test_low_confidence_s0_candidate_needs_review_not_fail() -> None:
+    """A keyword candidate for a judge-only check must not fail a call on its own."""
+    from callqc.models import Finding, Severity
+    from callqc.report import verdict
+
+    candidate = Finding(rule_id="R02", name="身份核实", severity=Severity.S0, confidence=0.6)
+    assert verdict([candidate]) == "needs_review"
+    assert verdict([candidate.model_copy(update={"confidence": 0.95})]) == "fail"

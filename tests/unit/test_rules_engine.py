@@ -164,3 +164,68 @@ def test_both_matchers_give_the_same_findings() -> None:
         ac = [f.model_dump() for f in engine("aho-corasick").evaluate(transcript, meta)]
         assert hs == ac
         assert len(hs) >= 3
+
+
+def test_auto_backend_falls_back_to_aho_corasick_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from callqc.rules import matcher
+
+    monkeypatch.setattr(matcher, "hyperscan_available", lambda: False)
+    fallback = RuleEngine(load_rule_pack(default_pack_path()))
+    assert fallback.backend == "aho-corasick"
+    assert _by_rule(fallback.evaluate(transcript_from_turns([("agent", "你就是个老赖")])), "F03")
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown matcher backend"):
+        RuleEngine(load_rule_pack(default_pack_path()), backend="grep")
+
+
+def test_one_engine_serves_many_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [transcript_from_turns(turns) for turns in _PARITY_CALLS] * 8
+    expected = [engine().evaluate(t) for t in calls]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(engine().evaluate, calls)) == expected
+
+
+def test_control_characters_in_text_do_not_break_segment_mapping() -> None:
+    turns = [("agent", "你好\x1e\n我们"), ("agent", "你就是个\x1e老赖"), ("customer", "嗯")]
+    [f03] = _by_rule(engine().evaluate(transcript_from_turns(turns)), "F03")
+    assert f03.segment_ids == ["call-1"] and f03.evidence == "老赖"
+
+
+_CUSTOM = """
+version: "0.1.0"
+rules:
+  - id: P01
+    name: 个人账户（邻近）
+    type: keyword
+    severity: S0
+    category: prohibited
+    phrases: [微信, 支付宝]
+    near: {phrases: [转给我, 转我], within: 3}
+  - id: T01
+    name: 时段（上海）
+    type: call_hours
+    severity: S0
+    category: prohibited
+    banned: {from: "21:00", to: "08:00"}
+    timezone: "+08:00"
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "hit"),
+    [("你微信转给我就行", True), ("转我支付宝", True), ("你用微信还是支付宝都可以的，请转给我们的官方账户", False)],
+)
+def test_proximity_condition(text: str, hit: bool) -> None:
+    custom = RuleEngine(load_rule_pack(_CUSTOM))
+    assert bool(_by_rule(custom.evaluate(transcript_from_turns([("agent", text)])), "P01")) is hit
+
+
+@pytest.mark.parametrize(("utc", "hit"), [("12:59", False), ("13:00", True), ("23:59", True), ("00:00", False)])
+def test_call_hours_converted_to_the_configured_time_zone(utc: str, hit: bool) -> None:
+    custom = RuleEngine(load_rule_pack(_CUSTOM))
+    meta = CallMetadata.model_validate({"call_started_at": f"2026-11-02T{utc}:00+00:00"})
+    assert bool(_by_rule(custom.evaluate(Transcript(language="zh", duration=0), meta), "T01")) is hit
