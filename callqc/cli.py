@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from callqc.client import CallQCClient, LocalCall, load_calls
+from callqc.client import CallQCClient, ClientAuth, LocalCall, load_calls
 from callqc.rules.cli import rules_app
 from callqc.settings import Settings, load_settings
-from callqc.stack import LocalStack, StackError, apply_state_to_environment
+from callqc.stack import LocalSecrets, LocalStack, StackError, apply_state_to_environment
 from callqc.v1 import callqc_pb2 as pb
 
 app = typer.Typer(help="callqc — QC inspection of every collection call.", no_args_is_help=True)
@@ -37,6 +37,24 @@ def _settings() -> Settings:
 
 def _target(settings: Settings) -> str:
     return f"{settings.gateway.host}:{settings.gateway.port}"
+
+
+def _session_token_path(settings: Settings) -> Path:
+    return settings.home / "session.token"
+
+
+def _client_auth(settings: Settings) -> ClientAuth:
+    """TLS to the gateway with the CLI's client certificate (service identity), or — after
+    `callqc login` — the person's bearer token."""
+    secrets = LocalSecrets(settings.home)
+    cert, key = secrets.client_pair()
+    token_path = _session_token_path(settings)
+    token = token_path.read_text().strip() if token_path.exists() else ""
+    return ClientAuth(ca_file=secrets.ca, cert_file=cert, key_file=key, token=token)
+
+
+def _client(settings: Settings) -> CallQCClient:
+    return CallQCClient(_target(settings), _client_auth(settings))
 
 
 def _fail(message: str) -> None:
@@ -128,7 +146,7 @@ def _summary(client: CallQCClient, batch_id: str, out_dir: Path | None) -> Table
 def _submit(
     calls: list[LocalCall], request_id: str, settings: Settings, wait: bool, timeout: float, out_dir: Path | None
 ) -> str:
-    with CallQCClient(_target(settings)) as client:
+    with _client(settings) as client:
         with console.status(f"uploading {len(calls)} calls…"):
             reply = client.upload_and_submit(request_id, calls)
         note = "new batch" if reply.created else "already submitted: same batch, no new work"
@@ -165,7 +183,7 @@ def report(
 ) -> None:
     """Show one call's report: transcript by role, findings with their audio spans."""
     settings = _settings()
-    with CallQCClient(_target(settings)) as client:
+    with _client(settings) as client:
         try:
             reply = client.get_report(call_id, batch_id)
         except grpc.RpcError as err:
@@ -222,6 +240,134 @@ def demo(
         if we_started and not keep:
             stack.down()
     console.print(f"reports in [bold]{out}/[/] · demo wall time {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
+def login(username: str) -> None:
+    """Log in as a person (password + TOTP); later commands act as that user until `callqc logout`."""
+    from callqc.security.keyfiles import write_private
+
+    settings = _settings()
+    password = typer.prompt("password", hide_input=True)
+    code = typer.prompt("TOTP code")
+    with _client(settings) as client:
+        try:
+            reply = client.login(username, password, code)
+        except grpc.RpcError as err:
+            _fail(f"{err.code().name}: {err.details()}")
+    write_private(_session_token_path(settings), reply.token.encode())
+    console.print(f"logged in as [bold]{username}[/] ({', '.join(reply.roles)}) for {reply.expires_in_seconds}s")
+
+
+@app.command()
+def logout() -> None:
+    """Forget the person's token; the CLI acts as its service identity again."""
+    _session_token_path(load_settings()).unlink(missing_ok=True)
+    console.print("logged out")
+
+
+users_app = typer.Typer(help="People who log in: reviewers, QC managers, auditors, operators.")
+app.add_typer(users_app, name="user")
+
+
+@users_app.command("add")
+def user_add(
+    name: str,
+    role: list[str] = typer.Option(..., "--role", help="call_system | reviewer | qc_manager | operator | auditor"),
+    batch: list[str] = typer.Option([], "--batch", help="batch assigned to a reviewer (repeatable)"),
+) -> None:
+    """Create a user (argon2 password + TOTP); prints the authenticator provisioning URI once."""
+    from callqc.security.login import UserDirectory, UserExists, create_user
+    from callqc.security.passwords import Passwords
+    from callqc.storage import open_store
+
+    settings = _settings()
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    directory = UserDirectory(open_store(settings), settings.security.login.users_prefix)
+    try:
+        new = create_user(
+            directory, Passwords(settings.security.argon2), name, password, role, batch, settings.security.login
+        )
+    except (UserExists, ValueError) as err:
+        _fail(str(err))
+    console.print(f"user [bold]{new.name}[/] created; add to the authenticator app:\n{new.provisioning_uri}")
+
+
+audit_app = typer.Typer(help="The append-only, hash-chained audit trail.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the whole audit chain; exit 1 naming the first broken record."""
+    from callqc.security.audit import AuditLog
+    from callqc.storage import open_store
+
+    settings = _settings()
+    result = AuditLog.from_settings(open_store(settings), settings.security.audit).verify()
+    if result.ok:
+        console.print(f"[green]audit chain intact[/]: {result.records_checked} records, last seq {result.last_seq}")
+        return
+    _fail(f"audit chain broken at seq {result.first_broken_seq} ({result.first_broken_key}): {result.reason}")
+
+
+keys_app = typer.Typer(help="Master keys of the client-side encryption at rest.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(retire_old: bool = typer.Option(False, help="drop the previous master key after re-wrapping")) -> None:
+    """Add a new master key, make it active and re-wrap every object's data key (payloads are not re-uploaded).
+
+    Components keep the keyring in memory: run it with the local stack down (in production: update the
+    keyring Secret, run this as a job, then restart the gateway and the Serve app).
+    """
+    from callqc.security.envelope import EncryptedObjectStore, Keyring, generate_master_key
+    from callqc.security.keyfiles import write_private
+    from callqc.storage import ObjectStore
+
+    settings = load_settings()
+    stack = LocalStack(settings)
+    if stack.running():
+        _fail("stop the stack first (`callqc down`): running components hold the old keyring in memory")
+    secrets = LocalSecrets(settings.home)
+    secrets.ensure()
+    path = settings.security.envelope.keyring_file or secrets.keyring
+    ring = Keyring.from_json(path.read_text())
+    old = ring.active_key_id
+    new_id = f"k{max(int(k[1:]) for k in ring.key_ids if k[1:].isdigit()) + 1}"
+    rotated = ring.with_key(new_id, generate_master_key())
+    write_private(path, rotated.to_json().encode())  # both keys: readable whatever happens next
+    changed = 0
+    if (settings.home / "s3data").exists():  # re-wrap what is stored, through a temporary S3 server
+        from callqc.s3server import LocalS3Server, S3Credentials
+
+        creds = S3Credentials.generate()
+        server = LocalS3Server(
+            settings.home / "s3data", creds, tls=(secrets.pki / "s3-server.pem", secrets.pki / "server.key")
+        )
+        server.start()
+        try:
+            s3 = settings.s3.model_validate(
+                {
+                    **settings.s3.model_dump(),
+                    "endpoint": server.endpoint,
+                    "access_key": creds.access_key,
+                    "secret_key": creds.secret_key,
+                    "secure": True,
+                    "ca_file": str(secrets.ca),
+                }
+            )
+            store = EncryptedObjectStore(ObjectStore(s3), rotated)
+            prefixes = (s3.audio_prefix, s3.jobs_prefix, s3.reports_prefix, "work/", "auth/", "audit/")
+            changed = sum(store.rewrap_prefix(prefix) for prefix in prefixes)
+        finally:
+            server.stop()
+    if retire_old:
+        write_private(path, rotated.without_key(old).to_json().encode())
+    console.print(
+        f"active master key {old} → {new_id}; {changed} objects re-wrapped" + (f"; {old} retired" if retire_old else "")
+    )
 
 
 if __name__ == "__main__":

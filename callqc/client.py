@@ -51,20 +51,37 @@ def load_calls(
     return calls
 
 
-class CallQCClient:
-    def __init__(
-        self,
-        target: str,
-        credentials: grpc.ChannelCredentials | None = None,
-        call_credentials: grpc.CallCredentials | None = None,
-        timeout: float = 60.0,
-    ) -> None:
-        if credentials is not None:
-            if call_credentials is not None:
-                credentials = grpc.composite_channel_credentials(credentials, call_credentials)
-            self.channel = grpc.secure_channel(target, credentials)
+@dataclass
+class ClientAuth:
+    """How a client proves itself: TLS trust + optional client certificate (mTLS) + optional bearer token.
+
+    ``local=True`` uses gRPC local credentials (loopback only, for tests / development).
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    token: str = ""
+    local: bool = False
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        if self.local:
+            creds = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
         else:
-            self.channel = grpc.insecure_channel(target)
+
+            def read(path: Path | None) -> bytes | None:
+                return path.read_bytes() if path else None
+
+            creds = grpc.ssl_channel_credentials(read(self.ca_file), read(self.key_file), read(self.cert_file))
+        if self.token:
+            creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(self.token))
+        return creds
+
+
+class CallQCClient:
+    def __init__(self, target: str, auth: ClientAuth, timeout: float = 60.0) -> None:
+        self.target = target
+        self.channel = grpc.secure_channel(target, auth.channel_credentials())
         self.stub = pb_grpc.CallQCStub(self.channel)
         self.timeout = timeout
 
@@ -98,6 +115,10 @@ class CallQCClient:
 
     def watch(self, batch_id: str, timeout: float | None = None) -> Iterator[pb.WatchBatchResponse]:
         return self.stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch_id), timeout=timeout)
+
+    def login(self, username: str, password: str, totp_code: str) -> pb.LoginResponse:
+        request = pb.LoginRequest(username=username, password=password, totp_code=totp_code)
+        return self.stub.Login(request, timeout=self.timeout)
 
     def get_report(self, call_id: str, batch_id: str = "") -> pb.GetReportResponse:
         return self.stub.GetReport(pb.GetReportRequest(call_id=call_id, batch_id=batch_id), timeout=self.timeout)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from callqc.errors import CallErrorCode
 from callqc.models import CallSpec, CallState
-from callqc.settings import S3Settings
+from callqc.settings import S3Settings, Settings
 from callqc.storage import ObjectNotFound, ObjectStore
 
 
@@ -162,6 +162,13 @@ class JobStore:
         self.store.put_json(self.latest_report_pointer(call_id), {"batch_id": batch_id, "key": key})
         return key
 
+    def latest_batch_of(self, call_id: str) -> str:
+        """The newest batch that inspected ``call_id`` ('' if none)."""
+        try:
+            return str(self.store.get_json(self.latest_report_pointer(call_id))["batch_id"])
+        except ObjectNotFound:
+            return ""
+
     def get_report(self, call_id: str, batch_id: str = "") -> bytes:
         """The stored report JSON; raises ObjectNotFound."""
         if not batch_id:
@@ -170,5 +177,8 @@ class JobStore:
         return self.store.get_bytes(self.report_key(batch_id, call_id))
 
 
-def job_store_from_settings(settings: S3Settings, io_threads: int = 8) -> JobStore:
-    return JobStore(ObjectStore(settings), settings, io_threads)
+def job_store_from_settings(settings: Settings, io_threads: int = 8) -> JobStore:
+    """The job store on the (encrypted) bucket of ``settings``."""
+    from callqc.storage import open_store
+
+    return JobStore(open_store(settings), settings.s3, io_threads)

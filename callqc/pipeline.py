@@ -20,7 +20,7 @@ from callqc.models import CallMetadata, CallSpec, ChannelLayout, Finding, Segmen
 from callqc.report import Report, Versions, build_report
 from callqc.settings import AudioSettings
 from callqc.speakers import SPEAKERS_VERSION, merge_channels
-from callqc.storage import ObjectNotFound, ObjectStore
+from callqc.storage import ObjectNotFound, ObjectStore, read_maybe_plaintext
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class AudioPreparer:
                 CallErrorCode.AUDIO_TOO_LARGE, f"audio is {info.size} bytes; the cap is {self.settings.max_bytes}"
             )
         try:
-            data = self.store.get_bytes(spec.audio_key)
+            data = read_maybe_plaintext(self.store, spec.audio_key)
         except ObjectNotFound as err:
             raise AudioError(CallErrorCode.AUDIO_NOT_FOUND, f"no object {spec.audio_key!r}") from err
         decoded = decode(data, spec.channel_layout, self.settings)

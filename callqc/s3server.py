@@ -65,8 +65,10 @@ class LocalS3Server:
         host: str = "127.0.0.1",
         port: int = 0,
         log_path: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.tls = tls  # (certificate + CA bundle PEM, key PEM): serve HTTPS
         self.credentials = credentials
         self.host = host
         self.port = port or free_port(host)
@@ -90,6 +92,7 @@ class LocalS3Server:
             "MD5",
             "--config",
             "/dev/null",
+            *(["--cert", str(self.tls[0]), "--key", str(self.tls[1])] if self.tls else []),
             str(self.data_dir),
         ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -18,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from callqc.security.settings import SecuritySettings
+
 
 class S3Settings(BaseModel):
     """Where objects live. Any S3 API server: rclone (local default) or MinIO (production)."""
@@ -26,6 +29,7 @@ class S3Settings(BaseModel):
     access_key: str = ""
     secret_key: SecretStr = SecretStr("")
     secure: bool = False
+    ca_file: str = ""  # CA bundle that signed the S3 server's certificate (when secure)
     region: str = "us-east-1"
     bucket: str = "callqc"
     audio_prefix: str = "audio/"
@@ -37,6 +41,10 @@ class S3Settings(BaseModel):
 class GatewaySettings(BaseModel):
     """The client-facing gRPC server."""
 
+    # tls: server certificate (security.tls.*), client certificates optional but verified when sent;
+    # mtls: client certificate required; local: loopback-only gRPC local credentials, no encryption
+    # (tests / development on one machine only — never in production).
+    tls_mode: Literal["tls", "mtls", "local"] = "tls"
     host: str = "127.0.0.1"
     port: int = 50051
     max_calls_per_batch: int = Field(default=5000, ge=1)
@@ -101,6 +109,7 @@ class Settings(BaseSettings):
     asr: AsrSettings = AsrSettings()
     dispatcher: DispatcherSettings = DispatcherSettings()
     rules: RulesSettings = RulesSettings()
+    security: SecuritySettings = SecuritySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -7,6 +7,8 @@ Everything is started as separate processes through their own command-line tools
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import psutil
 
 from callqc.asr import resolve_model_dir
 from callqc.s3server import LocalS3Server, S3Credentials, free_port, wait_for_port
@@ -66,6 +70,99 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+CLI_CLIENT = "callqc-cli"
+
+
+@dataclass(frozen=True)
+class LocalSecrets:
+    """Where the local stack keeps its generated keys and certificates (all 0600, never in the repo)."""
+
+    home: Path
+
+    @property
+    def keyring(self) -> Path:
+        return self.home / "keys" / "keyring.json"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.home / "keys" / "token-signing.pem"
+
+    @property
+    def audit_key(self) -> Path:
+        return self.home / "keys" / "audit-hmac.key"
+
+    @property
+    def pki(self) -> Path:
+        return self.home / "pki"
+
+    @property
+    def ca(self) -> Path:
+        return self.pki / "ca.crt"
+
+    def client_pair(self, name: str = CLI_CLIENT) -> tuple[Path, Path]:
+        return self.pki / f"client-{name}.crt", self.pki / f"client-{name}.key"
+
+    def ensure(self) -> None:
+        """Create what is missing. Master keys persist across restarts (the data depends on them);
+        certificates are re-issued at every start."""
+        from callqc.security.envelope import Keyring
+        from callqc.security.keyfiles import write_private
+        from callqc.security.tls import generate_test_pki
+        from callqc.security.tokens import generate_signing_key, write_signing_key
+
+        (self.home / "keys").mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home / "keys", 0o700)
+        if not self.keyring.exists():
+            write_private(self.keyring, Keyring.generate("k1").to_json().encode())
+        if not self.signing_key.exists():
+            write_signing_key(generate_signing_key(), self.signing_key)
+        if not self.audit_key.exists():
+            write_private(self.audit_key, os.urandom(32))
+        pki = generate_test_pki(
+            self.pki, ("127.0.0.1", "localhost"), clients=(CLI_CLIENT,), days=30, ca_name="callqc local CA"
+        )
+        bundle = self.pki / "s3-server.pem"  # rclone wants certificate + CA in one file
+        bundle.write_bytes(pki.server.cert.read_bytes() + pki.ca.cert.read_bytes())
+
+
+def ray_temp_dir(home: Path) -> Path:
+    """This stack's own Ray temp dir (short: Ray's unix socket paths must stay under ~107 chars)."""
+    return Path("/tmp") / f"callqc-ray-{hashlib.sha1(str(home.resolve()).encode()).hexdigest()[:10]}"
+
+
+def stop_ray_cluster(temp_dir: Path, timeout: float = 20.0) -> int:
+    """Stop only the Ray processes started with ``temp_dir`` (and their workers); others are left alone.
+
+    ``ray stop`` would stop every Ray cluster of the user on this machine.
+    """
+    marker = str(temp_dir)
+    me = psutil.Process()
+    spared = {me.pid, *(p.pid for p in me.parents())}
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            args = proc.info["cmdline"] or []
+            if proc.pid not in spared and any(a.startswith("--") and marker in a for a in args):
+                roots.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    victims: dict[int, psutil.Process] = {}
+    for root in roots:
+        try:
+            victims[root.pid] = root
+            victims.update({c.pid: c for c in root.children(recursive=True) if c.pid not in spared})
+        except psutil.NoSuchProcess:
+            continue
+    for proc in victims.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _gone, alive = psutil.wait_procs(list(victims.values()), timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    return len(victims)
+
+
 class LocalStack:
     """Brings the whole product up on one machine, and down again."""
 
@@ -102,21 +199,27 @@ class LocalStack:
         state = self.load_state()
         return state is not None and any(_alive(pid) for pid in state.pids.values())
 
-    def environment(self, state: StackState) -> dict[str, str]:
-        """What every process of the stack (and any client) needs to find the others."""
+    def environment(self, state: StackState, gateway: bool = False) -> dict[str, str]:
+        """What a process of the stack needs. Only the gateway gets the TLS key, the token signing key
+        and the audit key; the Ray workers get the S3 credentials and the master keyring."""
+        secrets = LocalSecrets(self.home)
         env = dict(os.environ)
-        env.update(
-            {
-                "CALLQC_HOME": str(self.home),
-                "CALLQC_S3__ENDPOINT": state.s3_endpoint,
-                "CALLQC_S3__ACCESS_KEY": state.access_key,
-                "CALLQC_S3__SECRET_KEY": state.secret_key,
-                "CALLQC_GATEWAY__PORT": str(state.gateway_port),
-                "RAY_ADDRESS": state.ray_address,
-                "RAY_USAGE_STATS_ENABLED": "0",
-                "HF_HUB_OFFLINE": "1",
-            }
-        )
+        env.update(client_environment(self.home, state))
+        env.update({"RAY_ADDRESS": state.ray_address, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"})
+        if not gateway:
+            env.pop("CALLQC_SECURITY__AUDIT__HMAC_KEY_FILE", None)
+        else:
+            env.update(
+                {
+                    "CALLQC_GATEWAY__TLS_MODE": "mtls",  # services prove themselves by certificate
+                    "CALLQC_SECURITY__TLS__CERT_FILE": str(secrets.pki / "server.crt"),
+                    "CALLQC_SECURITY__TLS__KEY_FILE": str(secrets.pki / "server.key"),
+                    "CALLQC_SECURITY__TLS__CLIENT_CA_FILE": str(secrets.ca),
+                    "CALLQC_SECURITY__TOKENS__SIGNING_KEY_FILE": str(secrets.signing_key),
+                    "CALLQC_SECURITY__AUDIT__HMAC_KEY_FILE": str(secrets.audit_key),
+                    "CALLQC_SECURITY__SERVICE_CERTS": json.dumps([{"match": CLI_CLIENT, "subject": CLI_CLIENT}]),
+                }
+            )
         return env
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> int:
@@ -144,6 +247,8 @@ class LocalStack:
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
         host, _, port = self.settings.s3.endpoint.partition(":")
+        secrets = LocalSecrets(self.home)
+        secrets.ensure()
         credentials = S3Credentials.generate()
         s3 = LocalS3Server(
             self.home / "s3data",
@@ -151,6 +256,7 @@ class LocalStack:
             host=host,
             port=int(port or 0) or free_port(),
             log_path=self.logs / "s3.log",
+            tls=(secrets.pki / "s3-server.pem", secrets.pki / "server.key"),
         )
         self.logs.mkdir(parents=True, exist_ok=True)
         self.log(f"object store: rclone serve s3 on {s3.endpoint}")
@@ -181,6 +287,8 @@ class LocalStack:
                 "endpoint": state.s3_endpoint,
                 "access_key": state.access_key,
                 "secret_key": state.secret_key,
+                "secure": True,
+                "ca_file": str(LocalSecrets(self.home).ca),
             }
         )
         ObjectStore(s3_settings)  # creates the bucket
@@ -200,11 +308,14 @@ class LocalStack:
                 f"--num-cpus={self.num_cpus}",
                 "--include-dashboard=false",
                 "--disable-usage-stats",
+                f"--temp-dir={ray_temp_dir(self.home)}",  # so that `down` stops this cluster and no other
+                f"--dashboard-port={free_port()}",
+                f"--ray-client-server-port={free_port()}",
             ],
             env,
             timeout=120,
         )
-        state.pids["ray"] = 0  # ray processes are stopped with `ray stop`
+        state.pids["ray"] = 0  # stopped by stop_ray_cluster (only this stack's Ray, never others')
         self._save_state(state)
         self.log(f"serve: {self.serve_config.name}")
         self._run(
@@ -220,7 +331,9 @@ class LocalStack:
             timeout=timeout + 30,
         )
         self.log(f"gateway: gRPC on 127.0.0.1:{state.gateway_port}")
-        state.pids["gateway"] = self._spawn("gateway", [sys.executable, "-m", "callqc.gateway"], env)
+        state.pids["gateway"] = self._spawn(
+            "gateway", [sys.executable, "-m", "callqc.gateway"], self.environment(state, gateway=True)
+        )
         self._save_state(state)
         wait_for_port(self.settings.gateway.host, state.gateway_port, timeout=30)
 
@@ -229,15 +342,29 @@ class LocalStack:
         state = self.load_state()
         if state is None:
             return
-        env = self.environment(state)
         if "gateway" in state.pids:
             _terminate(state.pids["gateway"])
         if "ray" in state.pids:
-            bin_dir = Path(sys.executable).parent
-            subprocess.run([str(bin_dir / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+            stop_ray_cluster(ray_temp_dir(self.home))
         if "s3" in state.pids:
             _terminate(state.pids["s3"])
         self.state_path.unlink(missing_ok=True)
+
+
+def client_environment(home: Path, state: StackState) -> dict[str, str]:
+    """Settings (as CALLQC_* variables) that point a process at the running local stack."""
+    secrets = LocalSecrets(home)
+    return {
+        "CALLQC_HOME": str(home),
+        "CALLQC_S3__ENDPOINT": state.s3_endpoint,
+        "CALLQC_S3__ACCESS_KEY": state.access_key,
+        "CALLQC_S3__SECRET_KEY": state.secret_key,
+        "CALLQC_S3__SECURE": "true",
+        "CALLQC_S3__CA_FILE": str(secrets.ca),
+        "CALLQC_SECURITY__ENVELOPE__KEYRING_FILE": str(secrets.keyring),
+        "CALLQC_SECURITY__AUDIT__HMAC_KEY_FILE": str(secrets.audit_key),
+        "CALLQC_GATEWAY__PORT": str(state.gateway_port),
+    }
 
 
 def apply_state_to_environment(settings_home: Path) -> bool:
@@ -246,8 +373,6 @@ def apply_state_to_environment(settings_home: Path) -> bool:
     if not path.exists():
         return False
     state = StackState(**json.loads(path.read_text()))
-    os.environ.setdefault("CALLQC_S3__ENDPOINT", state.s3_endpoint)
-    os.environ.setdefault("CALLQC_S3__ACCESS_KEY", state.access_key)
-    os.environ.setdefault("CALLQC_S3__SECRET_KEY", state.secret_key)
-    os.environ.setdefault("CALLQC_GATEWAY__PORT", str(state.gateway_port))
+    for key, value in client_environment(settings_home, state).items():
+        os.environ.setdefault(key, value)
     return True

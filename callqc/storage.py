@@ -16,7 +16,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error
 
-from callqc.settings import S3Settings
+from callqc.settings import S3Settings, Settings
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NotFound"}
 
@@ -48,7 +48,11 @@ class ObjectStore:
     def __init__(self, settings: S3Settings, *, create_bucket: bool = True) -> None:
         self.settings = settings
         self.bucket = settings.bucket
+        tls = {}
+        if settings.secure and settings.ca_file:  # a private CA (e.g. the local stack's) signed the S3 cert
+            tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": settings.ca_file}
         http = urllib3.PoolManager(
+            **tls,
             num_pools=16,
             maxsize=32,
             timeout=urllib3.Timeout(connect=5, read=60),
@@ -156,3 +160,31 @@ class ObjectStore:
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get_bytes(key))
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The bucket as every component should use it: client-side encrypted with the master keyring.
+
+    Without a keyring this refuses to start (``security.require_encryption_at_rest``), so a
+    misconfigured deployment cannot silently write plaintext personal data.
+    """
+    from callqc.security.envelope import EncryptedObjectStore, Keyring
+
+    inner = ObjectStore(settings.s3)
+    try:
+        keyring = Keyring.from_settings(settings.security.envelope)
+    except LookupError:
+        if settings.security.require_encryption_at_rest:
+            raise
+        return inner
+    return EncryptedObjectStore(inner, keyring)  # type: ignore[return-value]
+
+
+def read_maybe_plaintext(store: ObjectStore, key: str) -> bytes:
+    """Read an object the bank's own systems may have written unencrypted (audio dropped in the bucket)."""
+    from callqc.security.envelope import NotEncryptedError
+
+    try:
+        return store.get_bytes(key)
+    except NotEncryptedError:
+        return store.inner.get_bytes(key)  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from ray import serve
 from callqc.asr import Transcriber, resolve_model_dir
 from callqc.pipeline import ChannelTranscriber, Transcribed
 from callqc.settings import load_settings
-from callqc.storage import ObjectStore
+from callqc.storage import open_store
 
 
 @serve.deployment(name="ASR")
@@ -17,7 +17,7 @@ class ASR:
     def __init__(self) -> None:
         settings = load_settings()
         model_dir = resolve_model_dir(settings.asr)
-        self.transcriber = ChannelTranscriber(ObjectStore(settings.s3), Transcriber(settings.asr, model_dir))
+        self.transcriber = ChannelTranscriber(open_store(settings), Transcriber(settings.asr, model_dir))
 
     async def transcribe(self, pcm_key: str, language: str) -> Transcribed:
         return await asyncio.to_thread(self.transcriber.transcribe, pcm_key, language)

@@ -9,14 +9,14 @@ from ray import serve
 from callqc.models import CallSpec
 from callqc.pipeline import AudioPreparer, PreparedAudio
 from callqc.settings import load_settings
-from callqc.storage import ObjectStore
+from callqc.storage import open_store
 
 
 @serve.deployment(name="AudioPrep")
 class AudioPrep:
     def __init__(self) -> None:
         settings = load_settings()
-        self.preparer = AudioPreparer(ObjectStore(settings.s3), settings.audio)
+        self.preparer = AudioPreparer(open_store(settings), settings.audio)
 
     async def prepare(self, spec: CallSpec) -> PreparedAudio:
         return await asyncio.to_thread(self.preparer.prepare, spec)

@@ -62,7 +62,7 @@ class Dispatcher:
     ) -> None:
         settings = load_settings()
         stages = HandleStages(audio, asr, speakers, rules, report)
-        self.dispatcher = CallDispatcher(job_store_from_settings(settings.s3), stages, settings.dispatcher)
+        self.dispatcher = CallDispatcher(job_store_from_settings(settings), stages, settings.dispatcher)
         self._stop = asyncio.Event()
         self._loop_task = asyncio.get_running_loop().create_task(self.dispatcher.run_forever(self._stop))
 

@@ -14,7 +14,7 @@ from callqc.settings import load_settings
 @serve.deployment(name="ReportWriter")
 class ReportWriter:
     def __init__(self) -> None:
-        self.jobs = job_store_from_settings(load_settings().s3)
+        self.jobs = job_store_from_settings(load_settings())
 
     async def write(self, report: Report) -> str:
         data = report.model_dump_json().encode()

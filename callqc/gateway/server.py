@@ -9,9 +9,10 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from callqc.gateway.security import GatewaySecurity, server_transport
 from callqc.gateway.servicer import CallQCServicer
 from callqc.settings import Settings, load_settings
-from callqc.storage import ObjectStore
+from callqc.storage import ObjectStore, open_store
 from callqc.v1 import callqc_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,19 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
 
 async def start_server(settings: Settings, store: ObjectStore | None = None) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the bound port (port 0 in settings = pick a free one)."""
-    server = grpc.aio.server(options=grpc_options(settings))
-    servicer = CallQCServicer(settings, store or ObjectStore(settings.s3))
+    store = store or open_store(settings)
+    security = GatewaySecurity.from_settings(settings, store)
+    credentials = server_transport(settings)
+    server = grpc.aio.server(options=grpc_options(settings), interceptors=[security.interceptor(settings)])
+    servicer = CallQCServicer(settings, store, security)
     pb_grpc.add_CallQCServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{settings.gateway.host}:{settings.gateway.port}"
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, credentials)
     await server.start()
     await health_servicer.set("callqc.v1.CallQC", health_pb2.HealthCheckResponse.SERVING)
-    log.info("callqc gateway listening on %s:%d", settings.gateway.host, port)
+    log.info("callqc gateway listening on %s:%d (%s)", settings.gateway.host, port, settings.gateway.tls_mode)
     return server, port
 
 

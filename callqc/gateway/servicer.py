@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -22,8 +23,12 @@ from callqc.gateway.convert import (
     valid_batch_id,
     valid_call_id,
 )
+from callqc.gateway.security import GatewaySecurity
 from callqc.jobs import BatchManifest, CallStatus, JobStore, RequestConflict, batch_id_for
 from callqc.models import CallSpec, CallState
+from callqc.security.audit import Outcome
+from callqc.security.identity import current_identity_or_none
+from callqc.security.login import LoginFailed
 from callqc.settings import Settings
 from callqc.storage import ObjectNotFound, ObjectStore
 from callqc.v1 import callqc_pb2 as pb
@@ -34,18 +39,21 @@ REQUEST_ID_MAX = 128
 UPLOAD_CHUNK_MAX = 1024 * 1024
 
 
-def caller_of(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling. Until authentication is wired in, every caller is 'local'."""
-    return "local"
+def caller_subject() -> str:
+    """The authenticated caller (set by the auth interceptor)."""
+    identity = current_identity_or_none()
+    if identity is None:  # the interceptor admits no unauthenticated call to these RPCs
+        raise PermissionError("no authenticated caller")
+    return identity.subject
 
 
 class CallQCServicer(pb_grpc.CallQCServicer):
-    def __init__(self, settings: Settings, store: ObjectStore, caller: Callable[[Any], str] = caller_of) -> None:
+    def __init__(self, settings: Settings, store: ObjectStore, security: GatewaySecurity) -> None:
         self.settings = settings
         self.store = store
+        self.security = security
         self.jobs = JobStore(store, settings.s3, settings.gateway.io_threads)
         self._pool = ThreadPoolExecutor(settings.gateway.io_threads, thread_name_prefix="gateway-io")
-        self._caller = caller
         self._submit_locks: dict[str, asyncio.Lock] = {}
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
@@ -107,7 +115,7 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"call_id repeated within the batch: {', '.join(duplicates[:10])}"
             )
-        client = self._caller(context)
+        client = caller_subject()
         batch_id = batch_id_for(client, request.request_id)
         lock = self._submit_locks.setdefault(batch_id, asyncio.Lock())
         try:
@@ -115,6 +123,10 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         finally:
             if not lock.locked():
                 self._submit_locks.pop(batch_id, None)
+        if created:
+            await self.security.record(
+                "batch.submit", f"batch/{stored.batch_id}", calls=stored.total, request_id=request.request_id
+            )
         counts = pb.BatchCounts(total=stored.total, queued=len(stored.calls), failed=len(stored.rejected))
         return pb.SubmitBatchResponse(
             batch_id=stored.batch_id,
@@ -188,10 +200,11 @@ class CallQCServicer(pb_grpc.CallQCServicer):
                 # S3 user metadata must be US-ASCII: percent-encode the (often Chinese) file name
                 meta = {"sha256": sha256, "filename": quote((header.filename if header else "")[:200])}
                 await self._io(self.store.put_stream, key, spool, size, meta)
+        await self.security.record("audio.upload", key, size=size)
         return pb.UploadAudioResponse(audio_key=key, sha256=sha256, size=size)
 
     # -- reads -----------------------------------------------------------------------------
-    async def _manifest_or_abort(self, batch_id: str, context) -> BatchManifest:
+    async def _manifest_or_abort(self, batch_id: str, context, method: str) -> BatchManifest:
         if batch_id and not valid_batch_id(batch_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {batch_id[:80]!r}")
         if not batch_id:
@@ -199,10 +212,14 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         manifest = await self._io(self.jobs.get_manifest, batch_id)
         if manifest is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no batch {batch_id!r}")
+        allowed, reason = self.security.may_access_batch(method, batch_id, manifest.client)
+        if not allowed:
+            await self.security.record("batch.read", f"batch/{batch_id}", Outcome.DENIED, method=method)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, reason)
         return manifest
 
     async def GetBatch(self, request: pb.GetBatchRequest, context):
-        manifest = await self._manifest_or_abort(request.batch_id, context)
+        manifest = await self._manifest_or_abort(request.batch_id, context, "/callqc.v1.CallQC/GetBatch")
         statuses = await self._io(self.jobs.statuses, manifest)
         return pb.GetBatchResponse(
             batch_id=manifest.batch_id,
@@ -217,15 +234,31 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id must match [A-Za-z0-9._:-]{1,128}")
         if request.batch_id and not valid_batch_id(request.batch_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {request.batch_id[:80]!r}")
-        try:
-            data = await self._io(self.jobs.get_report, request.call_id, request.batch_id)
-        except (ObjectNotFound, KeyError):
-            where = f" in batch {request.batch_id!r}" if request.batch_id else ""
+        batch_id = request.batch_id or await self._io(self.jobs.latest_batch_of, request.call_id)
+        where = f" in batch {request.batch_id!r}" if request.batch_id else ""
+        if not batch_id:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no report for call {request.call_id!r}{where}")
+        await self._manifest_or_abort(batch_id, context, "/callqc.v1.CallQC/GetReport")
+        try:
+            data = await self._io(self.jobs.get_report, request.call_id, batch_id)
+        except (ObjectNotFound, KeyError):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no report for call {request.call_id!r}{where}")
+        await self.security.record("report.read", f"report/{batch_id}/{request.call_id}")
         return pb.GetReportResponse(report=report_from_json(data), report_json=data.decode())
 
+    async def Login(self, request: pb.LoginRequest, context):
+        try:
+            result = await self._io(self.security.login.login, request.username, request.password, request.totp_code)
+        except LoginFailed as err:
+            await self.security.record_login(request.username, Outcome.FAILURE, reason=err.reason.value)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+        await self.security.record_login(request.username, Outcome.SUCCESS)
+        ident = result.identity
+        expires = int(ident.expires_at.timestamp() - time.time()) if ident.expires_at else 0
+        return pb.LoginResponse(token=result.token, expires_in_seconds=expires, roles=sorted(ident.roles))
+
     async def WatchBatch(self, request: pb.WatchBatchRequest, context):
-        manifest = await self._manifest_or_abort(request.batch_id, context)
+        manifest = await self._manifest_or_abort(request.batch_id, context, "/callqc.v1.CallQC/WatchBatch")
         last: dict[str, tuple[str, int]] = {}
         while True:
             statuses = await self._io(self.jobs.statuses, manifest)

@@ -95,6 +95,8 @@ class CompiledPack:
     rules: list[CompiledRule]
     infos: list[PatternInfo]
     has_phonetic: bool
+    phonetic_others: bool = False  # a phonetic pattern feeds a rule that looks past the agent side
+
 
     @property
     def patterns(self) -> list[Pattern]:
@@ -125,7 +127,7 @@ class _Table:
             self._index[key] = pid
             left = literal and bool(_ASCII_ALNUM.match(expr[0]))
             right = literal and bool(_ASCII_ALNUM.match(expr[-1]))
-            pattern = Pattern(pid, expr, literal, first_only, needs_start)
+            pattern = Pattern(pid, expr, literal, first_only, needs_start, phon)
             self.infos.append(PatternInfo(pattern, label, phon, left, right, origin))
         if target not in self.infos[pid].targets:
             self.infos[pid].targets.append(target)
@@ -232,5 +234,6 @@ def compile_pack(pack: RulePack) -> CompiledPack:
         compiled.append(
             CompiledRule(index, rule, negation, quotation if rule.quotation_on else None, groups, banned, tz, context)
         )
-    has_phonetic = any(info.phonetic for info in table.infos)
-    return CompiledPack(pack, compiled, table.infos, has_phonetic)
+    phonetic = [info for info in table.infos if info.phonetic]
+    others = any(pack.rules[t.rule].scope != "agent" for info in phonetic for t in info.targets)
+    return CompiledPack(pack, compiled, table.infos, bool(phonetic), others)

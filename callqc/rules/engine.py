@@ -1,12 +1,12 @@
-"""The rule engine: compile a pack once, then one scan per call and dispatch of hits to rules."""
+"""The rule engine: compile a pack once, then one scan per batch of calls and dispatch of hits to rules."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from callqc.models import CallMetadata, Finding, Transcript
+from callqc.rules.batch import BatchText, PatternFlags, Recall
 from callqc.rules.checks import CHECKS, RuleInput
 from callqc.rules.compiler import CompiledPack, PatternRole, compile_pack
 from callqc.rules.context import CallText, RuleHit
@@ -26,7 +26,11 @@ class RuleRun:
 
 
 class RuleEngine:
-    """``RuleEngine(pack).evaluate(transcript, metadata)`` → findings. Thread-safe after construction."""
+    """``RuleEngine(pack).evaluate(transcript, metadata)`` → findings. Thread-safe after construction.
+
+    ``evaluate_many`` scans a whole batch of calls with one matcher pass per layer (what the Rules
+    deployment and the benchmark use); ``evaluate`` is a batch of one.
+    """
 
     def __init__(self, pack: RulePack, backend: str = "auto") -> None:
         self.pack = pack
@@ -38,11 +42,9 @@ class RuleEngine:
                 raise RulePackError("pack", exc.reason) from None
             rule_id, label = self._compiled.infos[exc.pattern_id].origin
             raise RulePackError.for_rule(rule_id, f"{label} is not supported by the matcher: {exc.reason}") from None
-        infos = self._compiled.infos
-        self._is_phonetic = np.array([i.phonetic for i in infos] or [False], dtype=bool)
-        self._bound_left = np.array([i.bound_left for i in infos] or [False], dtype=bool)
-        self._bound_right = np.array([i.bound_right for i in infos] or [False], dtype=bool)
-        self._end_only = np.array([not i.pattern.needs_start for i in infos] or [False], dtype=bool)
+        self.flags = PatternFlags.build(self._compiled.infos)
+        compiled = self._compiled
+        self._phonetic_layer = "none" if not compiled.has_phonetic else "all" if compiled.phonetic_others else "agent"
 
     @property
     def version(self) -> str:
@@ -56,9 +58,34 @@ class RuleEngine:
     def pattern_count(self) -> int:
         return len(self._compiled.infos)
 
+    def prepare(self, transcript: Transcript) -> CallText:
+        """Normalise one call (and fold its phonetic layer when the pack needs it)."""
+        return CallText(transcript, with_phonetic=self._compiled.has_phonetic)
+
+    def recall(self, calls: Sequence[CallText]) -> Recall:
+        """One scan of a batch of normalised calls → validated candidate hits per call."""
+        batch = BatchText(calls, self._phonetic_layer)
+        return batch.recall(self._matcher.scan(batch.plain, batch.phon, batch.agent), self.flags)
+
     def evaluate(self, transcript: Transcript, metadata: CallMetadata | None = None) -> list[Finding]:
-        call = CallText(transcript, with_phonetic=self._compiled.has_phonetic)
-        inputs = self._dispatch(call, self._matcher.scan(call.buffer, call.buffer_byte_offsets()), metadata)
+        return self.evaluate_many([transcript], [metadata])[0]
+
+    def evaluate_many(
+        self, transcripts: Sequence[Transcript], metadatas: Sequence[CallMetadata | None] | None = None
+    ) -> list[list[Finding]]:
+        """Findings of each call, in order; ``metadatas`` (same length) defaults to none."""
+        metas = list(metadatas) if metadatas is not None else [None] * len(transcripts)
+        if len(metas) != len(transcripts):
+            raise ValueError(f"{len(transcripts)} transcripts but {len(metas)} metadata entries")
+        calls = [self.prepare(t) for t in transcripts]
+        recall = self.recall(calls)
+        return [self._findings(call, recall.rows_of(k), meta) for k, (call, meta) in enumerate(zip(calls, metas))]
+
+    def run(self, transcript: Transcript, metadata: CallMetadata | None = None) -> RuleRun:
+        return RuleRun(self.version, self.backend, self.evaluate(transcript, metadata))
+
+    def _findings(self, call: CallText, rows: tuple[list[int], ...], metadata: CallMetadata | None) -> list[Finding]:
+        inputs = self._dispatch(call, rows, metadata)
         findings: list[Finding] = []
         for cr in self._compiled.rules:
             inp = inputs.get(cr.index)
@@ -70,48 +97,21 @@ class RuleEngine:
         findings.sort(key=lambda f: (f.start, f.rule_id))
         return findings
 
-    def run(self, transcript: Transcript, metadata: CallMetadata | None = None) -> RuleRun:
-        return RuleRun(self.version, self.backend, self.evaluate(transcript, metadata))
-
-    def _valid_hits(self, call: CallText, raw: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Vectorised filtering: right text layer, inside one segment, English word boundaries."""
-        pid = raw[:, 0]
-        start, end, in_phon, inside = call.buffer_to_text(raw[:, 1], raw[:, 2])
-        start = np.where(self._end_only[pid], end - 1, start)  # same for every back-end
-        phon = self._is_phonetic[pid]
-        # A phonetic pattern found in the plain layer is a real (phonetic) match there too:
-        # representative characters are their own phonetic form. Plain patterns only count in plain text.
-        ok = inside & (end > start) & (phon | ~in_phon)
-        seg = call.segs_of(start)
-        ok &= end <= call.ends[seg]
-        n = len(call.text)
-        bounded = ok & (self._bound_left[pid] | self._bound_right[pid])
-        if bounded.any():
-            alnum = np.append(call.norm.ascii_alnum(), False)  # index n (past the end) is no letter
-            left = self._bound_left[pid] & (start > 0) & alnum[np.maximum(start - 1, 0)]
-            right = self._bound_right[pid] & alnum[np.minimum(end, n)]
-            ok &= ~(bounded & (left | right))
-        keep = np.flatnonzero(ok)
-        return pid[keep], seg[keep], start[keep], end[keep], phon[keep]
-
-    def _dispatch(self, call: CallText, raw: np.ndarray, metadata: CallMetadata | None) -> dict[int, RuleInput]:
-        """Place each match in its segment and hand it to the rules that use its pattern."""
+    def _dispatch(self, call: CallText, rows: tuple[list[int], ...], metadata: CallMetadata | None) -> dict[int, RuleInput]:
+        """Hand each hit of one call to the rules that use its pattern."""
         inputs: dict[int, RuleInput] = {}
-        if not len(raw):
-            return inputs
         infos = self._compiled.infos
         defaults = self.pack.defaults
         text = call.text
-        columns = (c.tolist() for c in self._valid_hits(call, raw))
         seen: set[tuple[int, int, int]] = set()
-        for pid, seg, start, end, phon in zip(*columns, strict=True):
+        for pid, seg, start, end, phon in zip(*rows, strict=True):
             if (pid, start, end) in seen:
                 continue  # the same phonetic match found in both layers
             seen.add((pid, start, end))
             info = infos[pid]
             if phon and info.is_exact(text, start, end):
                 phon = False  # the phrase as written, not a homophone
-            hit = RuleHit(pid, seg, start, end, phon)
+            hit = RuleHit(pid, seg, start, end, bool(phon))
             for target in info.targets:
                 inp = inputs.get(target.rule)
                 if inp is None:

@@ -93,4 +93,7 @@ class SecuritySettings(BaseModel):
     envelope: EnvelopeSettings = Field(default_factory=EnvelopeSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     permissions_file: Path | None = Field(None, description="override the packaged permissions.yaml")
+    require_encryption_at_rest: bool = Field(
+        True, description="refuse to start a component that would store plaintext (no master keyring)"
+    )
     service_certs: list[ServiceCert] = Field(default_factory=list)

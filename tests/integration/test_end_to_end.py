@@ -7,21 +7,26 @@ gateway process over a gRPC socket, the real whisper base model. One stack for t
 from __future__ import annotations
 
 import io
+import os
 import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 import grpc
 import numpy as np
 import pytest
 import yaml
 
-from callqc.client import CallQCClient, load_calls
+from callqc.client import CallQCClient, ClientAuth, load_calls
 from callqc.models import CallSpec, ChannelLayout
+from callqc.security.audit import AuditLog
 from callqc.settings import Settings, load_settings
-from callqc.stack import LocalStack, StackState
+from callqc.stack import LocalSecrets, LocalStack, StackState, client_environment
+from callqc.storage import ObjectStore, open_store
 from callqc.v1 import callqc_pb2 as pb
+from callqc.v1 import callqc_pb2_grpc as pb_grpc
 
 from ..conftest import SAMPLES
 
@@ -47,9 +52,35 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
 
 @pytest.fixture(scope="module")
 def client(stack: tuple[Settings, StackState]) -> Iterator[CallQCClient]:
-    _settings, state = stack
-    with CallQCClient(f"127.0.0.1:{state.gateway_port}", timeout=60) as c:
+    settings, state = stack
+    with CallQCClient(f"127.0.0.1:{state.gateway_port}", _cli_auth(settings), timeout=60) as c:
         yield c
+
+
+def _cli_auth(settings: Settings, with_cert: bool = True) -> ClientAuth:
+    """What `callqc` itself uses: the stack's CA and the CLI's client certificate (mTLS)."""
+    secrets = LocalSecrets(settings.home)
+    cert, key = secrets.client_pair()
+    return ClientAuth(ca_file=secrets.ca, cert_file=cert if with_cert else None, key_file=key if with_cert else None)
+
+
+def _stack_settings(settings: Settings, state: StackState) -> Settings:
+    """Settings as a component of the running stack sees them (S3 over TLS, keyring, audit key)."""
+    env = client_environment(settings.home, state)
+    return load_settings(
+        home=settings.home,
+        s3={
+            "endpoint": env["CALLQC_S3__ENDPOINT"],
+            "access_key": env["CALLQC_S3__ACCESS_KEY"],
+            "secret_key": env["CALLQC_S3__SECRET_KEY"],
+            "secure": True,
+            "ca_file": env["CALLQC_S3__CA_FILE"],
+        },
+        security={
+            "envelope": {"keyring_file": env["CALLQC_SECURITY__ENVELOPE__KEYRING_FILE"]},
+            "audit": {"hmac_key_file": env["CALLQC_SECURITY__AUDIT__HMAC_KEY_FILE"]},
+        },
+    )
 
 
 def _expected() -> dict[str, dict]:
@@ -182,15 +213,15 @@ def test_unknown_batch_and_report_are_not_found(stack, client: CallQCClient) -> 
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_cli_report_reads_a_stored_report(sample_batch, stack, monkeypatch) -> None:
+def test_cli_report_reads_a_stored_report(sample_batch, stack) -> None:
     from typer.testing import CliRunner
 
     from callqc.cli import app
 
-    settings, state = stack
-    monkeypatch.setenv("CALLQC_HOME", str(settings.home))
-    monkeypatch.setenv("CALLQC_GATEWAY__PORT", str(state.gateway_port))
-    result = CliRunner().invoke(app, ["report", "zh_violation", "--batch", sample_batch[0]])
+    settings, _state = stack
+    with patch.dict(os.environ):  # the CLI points its own process at the stack; undo that afterwards
+        os.environ["CALLQC_HOME"] = str(settings.home)
+        result = CliRunner().invoke(app, ["report", "zh_violation", "--batch", sample_batch[0]])
     assert result.exit_code == 0, result.output
     assert "F01" in result.output and "agent" in result.output
 
@@ -198,3 +229,38 @@ def test_cli_report_reads_a_stored_report(sample_batch, stack, monkeypatch) -> N
 def test_samples_are_where_the_manifest_says() -> None:
     for call in load_calls(SAMPLES / "batch.yaml"):
         assert Path(call.path).exists()
+
+
+def test_the_gateway_refuses_plaintext_and_clients_without_a_certificate(stack) -> None:
+    settings, state = stack
+    target = f"127.0.0.1:{state.gateway_port}"
+    with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as err:
+        pb_grpc.CallQCStub(channel).GetBatch(pb.GetBatchRequest(batch_id="b1"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    with (
+        CallQCClient(target, _cli_auth(settings, with_cert=False), timeout=10) as no_cert,
+        pytest.raises(grpc.RpcError) as err,
+    ):
+        no_cert.get_batch("b1")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the mTLS handshake fails
+
+
+def test_reports_and_audio_are_ciphertext_on_the_s3_server(sample_batch, stack) -> None:
+    batch_id, specs, _batch = sample_batch
+    settings, state = stack
+    stack_settings = _stack_settings(settings, state)
+    raw = ObjectStore(stack_settings.s3)
+    report = raw.get_bytes(f"{stack_settings.s3.reports_prefix}{batch_id}/zh_violation.json")
+    assert report.startswith(b"CQEN") and "打断".encode() not in report and b"zh_violation" not in report
+    audio = raw.get_bytes(specs[0].audio_key)
+    assert (SAMPLES / "calls" / "zh_violation.wav").read_bytes()[:64] not in audio
+
+
+def test_every_report_read_is_in_an_intact_audit_chain(sample_batch, stack) -> None:
+    batch_id, _specs, _batch = sample_batch
+    settings, state = stack
+    stack_settings = _stack_settings(settings, state)
+    log = AuditLog.from_settings(open_store(stack_settings), stack_settings.security.audit)
+    reads = {r.resource for r in log.records() if r.action == "report.read" and r.actor == "callqc-cli"}
+    assert f"report/{batch_id}/zh_violation" in reads
+    assert log.verify().ok

@@ -5,10 +5,7 @@ The server runs on its own event loop in a background thread; tests talk to it w
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import threading
-from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
@@ -16,95 +13,16 @@ import pytest
 
 from callqc.client import CallQCClient
 from callqc.errors import CallErrorCode
-from callqc.gateway.server import start_server
-from callqc.jobs import CallStatus, JobStore
+from callqc.jobs import BatchManifest, CallStatus, JobStore
 from callqc.models import CallSpec, CallState, Finding, Role, Segment, Severity
 from callqc.report import Versions, build_report
 from callqc.settings import Settings
 from callqc.storage import ObjectStore
 from callqc.v1 import callqc_pb2 as pb
 
+from .conftest import GUARD_SECONDS, GatewayFactory, code_of
+
 pytestmark = pytest.mark.integration
-
-GUARD_SECONDS = 30  # deadline on streams/startup so a bug cannot hang the suite; never asserted on
-
-
-class GatewayThread:
-    """start_server(settings) on a private event loop in a daemon thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.port = 0
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),), daemon=True)
-
-    async def _main(self) -> None:
-        try:
-            server, self.port = await start_server(self.settings)
-            self._stop = asyncio.Event()
-        except BaseException as exc:  # surface start-up errors in the test thread
-            self._error = exc
-            self._ready.set()
-            raise
-        self._ready.set()
-        await self._stop.wait()
-        await server.stop(grace=None)
-
-    def start(self) -> str:
-        self._thread.start()
-        if not self._ready.wait(GUARD_SECONDS):
-            raise TimeoutError("gateway did not start")
-        if self._error is not None:
-            raise self._error
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(GUARD_SECONDS)
-        self._loop.close()
-
-
-GatewayFactory = Callable[..., CallQCClient]
-
-
-@pytest.fixture()
-def make_gateway(settings: Settings) -> Iterator[GatewayFactory]:
-    """Start a gateway with optional ``gateway``/``audio`` setting overrides; returns a client to it."""
-    started: list[tuple[GatewayThread, CallQCClient]] = []
-
-    def make(gateway: dict | None = None, audio: dict | None = None) -> CallQCClient:
-        gw = settings.gateway.model_copy(update={"port": 0, "watch_poll_seconds": 0.02, **(gateway or {})})
-        au = settings.audio.model_copy(update=audio or {})
-        server = GatewayThread(settings.model_copy(update={"gateway": gw, "audio": au}))
-        client = CallQCClient(server.start(), timeout=GUARD_SECONDS)
-        started.append((server, client))
-        return client
-
-    yield make
-    for server, client in started:
-        client.close()
-        server.stop()
-
-
-@pytest.fixture()
-def client(make_gateway: GatewayFactory) -> CallQCClient:
-    return make_gateway()
-
-
-@pytest.fixture()
-def jobs(store: ObjectStore, settings: Settings) -> JobStore:
-    return JobStore(store, settings.s3, io_threads=4)
-
-
-def code_of(call: Callable[[], object]) -> grpc.StatusCode:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.details()
-    return info.value.code()
 
 
 def upload_raw(client: CallQCClient, messages: list[pb.UploadAudioRequest]) -> pb.UploadAudioResponse:
@@ -228,7 +146,8 @@ def test_submit_records_per_call_problems(client: CallQCClient, audio_key: str, 
             pb.CallInput(call_id="good1", audio_key=audio_key),
             pb.CallInput(call_id="missing", audio_key="audio/not-there.wav"),
             pb.CallInput(
-                call_id="naive-time", audio_key=audio_key,
+                call_id="naive-time",
+                audio_key=audio_key,
                 metadata=pb.CallMetadata(call_started_at="2026-11-20T22:15:00"),
             ),
             pb.CallInput(call_id="bad id!", audio_key=audio_key),
@@ -294,7 +213,8 @@ def test_nan_amount_rejects_only_that_call(client: CallQCClient, audio_key: str)
         calls=[
             pb.CallInput(call_id="ok", audio_key=audio_key),
             pb.CallInput(
-                call_id="nan", audio_key=audio_key,
+                call_id="nan",
+                audio_key=audio_key,
                 metadata=pb.CallMetadata(ledger=pb.Ledger(amount_due="nan", overdue_days=1)),
             ),
         ],
@@ -309,7 +229,8 @@ def test_infinite_amount_rejects_only_that_call(client: CallQCClient, audio_key:
         calls=[
             pb.CallInput(call_id="ok", audio_key=audio_key),
             pb.CallInput(
-                call_id="inf", audio_key=audio_key,
+                call_id="inf",
+                audio_key=audio_key,
                 metadata=pb.CallMetadata(ledger=pb.Ledger(amount_due="inf", overdue_days=1)),
             ),
         ],
@@ -338,7 +259,9 @@ def test_watch_streams_changes_until_complete(client: CallQCClient, audio_key: s
 
     first = [next(stream) for _ in range(3)]  # one event per call, as they are now
     assert {e.call.call_id: e.call.state for e in first} == {
-        "gone": pb.CALL_STATE_FAILED, "c1": pb.CALL_STATE_QUEUED, "c2": pb.CALL_STATE_QUEUED,
+        "gone": pb.CALL_STATE_FAILED,
+        "c1": pb.CALL_STATE_QUEUED,
+        "c2": pb.CALL_STATE_QUEUED,
     }
     assert not any(e.complete for e in first)
     assert first[0].counts.total == 3
@@ -375,7 +298,12 @@ def test_watch_of_a_finished_batch_completes_at_once(client: CallQCClient) -> No
 # ---- GetReport ---------------------------------------------------------------------------------------
 
 
-def store_report(jobs: JobStore, batch_id: str, call_id: str) -> bytes:
+def store_report(jobs: JobStore, batch_id: str, call_id: str, owner: str = "system-a") -> bytes:
+    """A stored report, in a batch (manifest) owned by ``owner``."""
+    if jobs.get_manifest(batch_id) is None:
+        spec = CallSpec(call_id=call_id, audio_key="audio/uploads/" + "ab" * 32)
+        manifest = BatchManifest(batch_id=batch_id, request_id=batch_id, client=owner, request_digest="d", calls=[spec])
+        jobs.create_batch(manifest)
     report = build_report(
         CallSpec(call_id=call_id, audio_key="audio/uploads/" + "ab" * 32),
         batch_id,
