@@ -116,6 +116,15 @@ class CallQCClient:
     def watch(self, batch_id: str, timeout: float | None = None) -> Iterator[pb.WatchBatchResponse]:
         return self.stub.WatchBatch(pb.WatchBatchRequest(batch_id=batch_id), timeout=timeout)
 
+    def get_audio(self, call_id: str, batch_id: str = "") -> bytes:
+        """The call's original audio (checked against the sha256 the gateway sends)."""
+        request = pb.GetAudioRequest(call_id=call_id, batch_id=batch_id)
+        chunks = list(self.stub.GetAudio(request, timeout=self.timeout))
+        data = b"".join(c.data for c in chunks)
+        if chunks and (len(data) != chunks[0].size or hashlib.sha256(data).hexdigest() != chunks[0].sha256):
+            raise ValueError(f"audio of {call_id} arrived damaged")
+        return data
+
     def login(self, username: str, password: str, totp_code: str) -> pb.LoginResponse:
         request = pb.LoginRequest(username=username, password=password, totp_code=totp_code)
         return self.stub.Login(request, timeout=self.timeout)

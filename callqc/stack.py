@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -73,6 +74,15 @@ def _terminate(pid: int, timeout: float = 15.0) -> None:
 CLI_CLIENT = "callqc-cli"
 
 
+def local_addresses() -> list[str]:
+    """Names and IPv4 addresses of this machine: Ray binds its GCS to the primary address, and its
+    TLS peers check the certificate against it."""
+    addresses = ["127.0.0.1", "localhost"]
+    for entries in psutil.net_if_addrs().values():
+        addresses += [e.address for e in entries if e.family == socket.AF_INET and e.address not in addresses]
+    return addresses
+
+
 @dataclass(frozen=True)
 class LocalSecrets:
     """Where the local stack keeps its generated keys and certificates (all 0600, never in the repo)."""
@@ -119,7 +129,7 @@ class LocalSecrets:
         if not self.audit_key.exists():
             write_private(self.audit_key, os.urandom(32))
         pki = generate_test_pki(
-            self.pki, ("127.0.0.1", "localhost"), clients=(CLI_CLIENT,), days=30, ca_name="callqc local CA"
+            self.pki, local_addresses(), clients=(CLI_CLIENT,), days=30, ca_name="callqc local CA"
         )
         bundle = self.pki / "s3-server.pem"  # rclone wants certificate + CA in one file
         bundle.write_bytes(pki.server.cert.read_bytes() + pki.ca.cert.read_bytes())

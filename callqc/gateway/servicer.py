@@ -30,7 +30,7 @@ from callqc.security.audit import Outcome
 from callqc.security.identity import current_identity_or_none
 from callqc.security.login import LoginFailed
 from callqc.settings import Settings
-from callqc.storage import ObjectNotFound, ObjectStore
+from callqc.storage import ObjectNotFound, ObjectStore, read_maybe_plaintext
 from callqc.v1 import callqc_pb2 as pb
 from callqc.v1 import callqc_pb2_grpc as pb_grpc
 
@@ -245,6 +245,32 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no report for call {request.call_id!r}{where}")
         await self.security.record("report.read", f"report/{batch_id}/{request.call_id}")
         return pb.GetReportResponse(report=report_from_json(data), report_json=data.decode())
+
+    async def GetAudio(self, request: pb.GetAudioRequest, context):
+        if not valid_call_id(request.call_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id must match [A-Za-z0-9._:-]{1,128}")
+        if request.batch_id and not valid_batch_id(request.batch_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {request.batch_id[:80]!r}")
+        batch_id = request.batch_id or await self._io(self.jobs.latest_batch_of, request.call_id)
+        if not batch_id:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no inspected call {request.call_id!r}")
+        manifest = await self._manifest_or_abort(batch_id, context, "/callqc.v1.CallQC/GetAudio")
+        spec = next((c for c in manifest.calls if c.call_id == request.call_id), None)
+        if spec is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"call {request.call_id!r} is not in batch {batch_id}")
+        try:
+            data = await self._io(read_maybe_plaintext, self.store, spec.audio_key)
+        except ObjectNotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"the audio of {request.call_id!r} is gone")
+        await self.security.record("audio.read", f"audio/{batch_id}/{request.call_id}", key=spec.audio_key)
+        digest = hashlib.sha256(data).hexdigest()
+        for offset in range(0, len(data), UPLOAD_CHUNK_MAX):
+            first = offset == 0
+            yield pb.AudioChunk(
+                data=data[offset : offset + UPLOAD_CHUNK_MAX],
+                sha256=digest if first else "",
+                size=len(data) if first else 0,
+            )
 
     async def Login(self, request: pb.LoginRequest, context):
         try:

@@ -119,3 +119,21 @@ def test_what_the_gateway_stores_is_ciphertext(batch, raw_store: ObjectStore, se
     assert raw.startswith(b"CQEN") and b"system-a" not in raw and b"c1" not in raw
     audio_key = client.upload_bytes(audio_bytes(7), "b.wav").audio_key
     assert audio_bytes(7) not in raw_store.get_bytes(audio_key)
+
+
+def test_audio_is_streamed_only_to_roles_allowed_to_listen_and_audited(
+    batch, make_gateway: GatewayFactory, store: ObjectStore, settings: Settings, jobs: JobStore
+) -> None:
+    owner, batch_id = batch
+    assert owner.get_audio("c1", batch_id) == audio_bytes(1)
+    manager = make_gateway(subject="maria", roles=("qc_manager",))
+    assert manager.get_audio("c1", batch_id) == audio_bytes(1)
+    for subject, roles in (("ops", ("operator",)), ("aud", ("auditor",)), ("system-b", ("call_system",))):
+        other = make_gateway(subject=subject, roles=roles)
+        assert code_of(lambda c=other: c.get_audio("c1", batch_id)) == grpc.StatusCode.PERMISSION_DENIED
+    reads = [
+        (r.actor, r.resource)
+        for r in AuditLog.from_settings(store, settings.security.audit).records()
+        if r.action == "audio.read"
+    ]
+    assert reads == [("system-a", f"audio/{batch_id}/c1"), ("maria", f"audio/{batch_id}/c1")]

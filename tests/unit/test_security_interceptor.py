@@ -32,6 +32,7 @@ EXPECTED: dict[str, set[str]] = {
     CALLQC + "GetBatch": {"call_system", "reviewer", "qc_manager"},
     CALLQC + "WatchBatch": {"call_system", "reviewer", "qc_manager"},
     CALLQC + "GetReport": {"call_system", "reviewer", "qc_manager"},
+    CALLQC + "GetAudio": {"call_system", "reviewer", "qc_manager"},
     "/callqc.v1.Review/ListAssignments": {"reviewer", "qc_manager"},
     "/callqc.v1.Review/GetReviewItem": {"reviewer", "qc_manager"},
     "/callqc.v1.Review/SubmitReview": {"reviewer"},
