@@ -18,9 +18,11 @@ from callqc.rules.cli import rules_app
 from callqc.settings import Settings, load_settings
 from callqc.stack import LocalSecrets, LocalStack, StackError, apply_state_to_environment
 from callqc.v1 import callqc_pb2 as pb
+from operators.cli import ops_app
 
 app = typer.Typer(help="callqc — QC inspection of every collection call.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules", help="Rule packs: validate, run over transcripts (for QC managers).")
+app.add_typer(ops_app, name="ops", help="Operate the cluster: status, scale, plan, retry, drain.")
 console = Console()
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_BATCH = REPO_ROOT / "samples" / "batch.yaml"

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+from callqc import telemetry
 from callqc.errors import CallErrorCode, CallProcessingError
 from callqc.jobs import BatchManifest, CallStatus, JobStore
 from callqc.models import CallSpec, CallState
@@ -97,6 +98,7 @@ class Dispatcher:
                 await asyncio.to_thread(self.jobs.close_batch, batch_id)
                 self._batches.pop(batch_id, None)
         self.stats.in_flight = len(self._tasks)
+        telemetry.QUEUE_DEPTH.set(sum(len(b.manifest.calls) - len(b.terminal) for b in self._batches.values()))
         return started
 
     async def _run_call(self, state: _BatchState, spec: CallSpec) -> None:
@@ -126,6 +128,21 @@ class Dispatcher:
             state.terminal.add(spec.call_id)
 
     async def _attempt(self, batch_id: str, spec: CallSpec, status: CallStatus) -> CallStatus:
+        with telemetry.continue_call_trace(spec.trace_context, spec.call_id, batch_id, status.attempts) as span:
+            telemetry.IN_FLIGHT.inc()
+            try:
+                final = await self._inspect(batch_id, spec, status)
+            finally:
+                telemetry.IN_FLIGHT.dec()
+            span.set_attribute("callqc.state", final.state.value)
+            if final.error:
+                span.set_attribute("callqc.error", final.error.value)
+                telemetry.CALLS_FAILED.labels(error=final.error.value).inc()
+            elif final.state == CallState.DONE:
+                telemetry.CALLS_PROCESSED.inc()
+            return final
+
+    async def _inspect(self, batch_id: str, spec: CallSpec, status: CallStatus) -> CallStatus:
         try:
             _report, key = await inspect_call(spec, batch_id, self.stages)
         except Exception as err:  # every failure ends in a recorded status, never a lost call

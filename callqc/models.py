@@ -85,6 +85,7 @@ class CallSpec(BaseModel):
     language: str = "zh"
     metadata: CallMetadata = Field(default_factory=CallMetadata)
     audio_sha256: str = ""  # when given, the stored audio must match it
+    trace_context: dict[str, str] = Field(default_factory=dict)  # W3C trace context of the call's trace
 
 
 class Word(BaseModel):

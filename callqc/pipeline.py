@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from callqc import __version__
+from callqc import __version__, telemetry
 from callqc.asr import AsrSegment, Transcriber
 from callqc.audio import AudioError, decode, from_pcm16, to_pcm16
 from callqc.errors import CallErrorCode
@@ -108,23 +108,19 @@ async def inspect_call(spec: CallSpec, batch_id: str, stages: Stages) -> tuple[R
     """Run every stage for one call; returns the report and the key it was stored under."""
     timings: dict[str, float] = {}
 
-    started = time.perf_counter()
-    audio = await stages.prepare(spec)
-    timings["audio"] = time.perf_counter() - started
+    def timed(stage: str, **attributes: str | int | float):
+        return _Timed(stage, timings, attributes)
 
-    started = time.perf_counter()
-    results = await asyncio.gather(*(stages.transcribe(key, spec.language) for key in audio.channel_keys))
-    timings["asr"] = time.perf_counter() - started
+    with timed("audio"):
+        audio = await stages.prepare(spec)
+    with timed("asr", channels=len(audio.channel_keys), audio_seconds=round(audio.duration, 2)):
+        results = await asyncio.gather(*(stages.transcribe(key, spec.language) for key in audio.channel_keys))
     channel_segments = {index: result.segments for index, result in enumerate(results)}
-
-    started = time.perf_counter()
-    segments = await stages.speakers(channel_segments, spec.channel_layout)
-    timings["speakers"] = time.perf_counter() - started
+    with timed("speakers"):
+        segments = await stages.speakers(channel_segments, spec.channel_layout)
     transcript = Transcript(language=spec.language, duration=audio.duration, segments=segments)
-
-    started = time.perf_counter()
-    ruled = await stages.rules(transcript, spec.metadata)
-    timings["rules"] = time.perf_counter() - started
+    with timed("rules"):
+        ruled = await stages.rules(transcript, spec.metadata)
 
     versions = Versions(
         pipeline=f"callqc/{__version__}",
@@ -142,8 +138,25 @@ async def inspect_call(spec: CallSpec, batch_id: str, stages: Stages) -> tuple[R
         versions=versions,
         stage_seconds=timings,
     )
-    key = await stages.write_report(report)
+    with timed("report", findings=len(report.findings)):
+        key = await stages.write_report(report)
     return report, key
+
+
+class _Timed:
+    """A stage's span + latency metric, and its seconds in the report."""
+
+    def __init__(self, stage: str, timings: dict[str, float], attributes: dict[str, str | int | float]) -> None:
+        self.stage, self.timings, self.attributes = stage, timings, attributes
+
+    def __enter__(self) -> None:
+        self._span = telemetry.stage_span(self.stage, **self.attributes)
+        self._span.__enter__()
+        self._started = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.stage] = time.perf_counter() - self._started
+        self._span.__exit__(*exc)
 
 
 class LocalStages:

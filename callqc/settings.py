@@ -56,11 +56,16 @@ class GatewaySettings(BaseModel):
 
 
 class AudioSettings(BaseModel):
-    """Caps applied before any decoding."""
+    """Caps applied before any decoding, and the limits of the isolated decoder process."""
 
     max_bytes: int = 512 * 1024 * 1024
     max_duration_seconds: float = 4 * 3600
     sample_rate: int = 16000
+    max_channels: int = Field(default=8, ge=1)  # more → AUDIO_TOO_MANY_CHANNELS (before any decoding)
+    allow_truncated: bool = False  # True: decode what a truncated file holds instead of AUDIO_TRUNCATED
+    decode_cpu_seconds: int = Field(default=300, ge=1)  # RLIMIT_CPU of the decoder process
+    decode_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024 * 1024)  # its RLIMIT_AS
+    decode_timeout_seconds: float = Field(default=900.0, gt=0)  # wall-clock guard; the process is killed
 
 
 class AsrSettings(BaseModel):
@@ -81,6 +86,14 @@ class AsrSettings(BaseModel):
     compression_ratio_threshold: float = 2.4  # above: repetition loop → re-decode, then drop
     log_prob_threshold: float = -1.0  # below: low confidence → re-decode, then drop
     no_speech_threshold: float = 0.6
+    batch_size: int = Field(default=8, ge=1)  # speech windows per encoder/decoder call (across calls and channels)
+    batch_max_requests: int = Field(default=8, ge=1)  # channel requests the Serve replica gathers into one batch
+    batch_wait_seconds: float = Field(default=0.05, ge=0)  # how long it waits for more requests
+    trim_windows: bool = True  # encode each speech window at its own length (CPU); False: whisper's 30 s
+    vad_threshold: float = 0.5
+    vad_min_silence_ms: int = 160
+    vad_speech_pad_ms: int = 200
+    verify_model: bool = True  # check model files against their sha256 manifest when loading
 
 
 class DispatcherSettings(BaseModel):
@@ -93,6 +106,16 @@ class DispatcherSettings(BaseModel):
 
 class RulesSettings(BaseModel):
     pack_path: str = ""  # empty = the pack shipped in rulepacks/default.yaml
+
+
+class TelemetrySettings(BaseModel):
+    """Traces and metrics."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str = ""  # empty: OTEL_EXPORTER_OTLP_ENDPOINT or the exporter's default
+    gateway_metrics_port: int = 0  # >0: Prometheus metrics of the gateway on this port
+    dispatcher_metrics_port: int = 0  # >0: Prometheus metrics of the dispatcher (pipeline) on this port
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 inside a pod
 
 
 class Settings(BaseSettings):
@@ -110,6 +133,7 @@ class Settings(BaseSettings):
     dispatcher: DispatcherSettings = DispatcherSettings()
     rules: RulesSettings = RulesSettings()
     security: SecuritySettings = SecuritySettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @classmethod
     def settings_customise_sources(

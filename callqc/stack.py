@@ -38,6 +38,8 @@ class StackState:
     secret_key: str
     ray_address: str = ""
     gateway_port: int = 0
+    gateway_metrics_port: int = 0
+    dispatcher_metrics_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
 
 
@@ -216,11 +218,13 @@ class LocalStack:
         env = dict(os.environ)
         env.update(client_environment(self.home, state))
         env.update({"RAY_ADDRESS": state.ray_address, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"})
+        env["CALLQC_TELEMETRY__DISPATCHER_METRICS_PORT"] = str(state.dispatcher_metrics_port)
         if not gateway:
             env.pop("CALLQC_SECURITY__AUDIT__HMAC_KEY_FILE", None)
         else:
             env.update(
                 {
+                    "CALLQC_TELEMETRY__GATEWAY_METRICS_PORT": str(state.gateway_metrics_port),
                     "CALLQC_GATEWAY__TLS_MODE": "mtls",  # services prove themselves by certificate
                     "CALLQC_SECURITY__TLS__CERT_FILE": str(secrets.pki / "server.crt"),
                     "CALLQC_SECURITY__TLS__KEY_FILE": str(secrets.pki / "server.key"),
@@ -279,6 +283,8 @@ class LocalStack:
             credentials.secret_key,
             ray_address=f"127.0.0.1:{ray_port}",
             gateway_port=gateway_port,
+            gateway_metrics_port=free_port(),
+            dispatcher_metrics_port=free_port(),
             pids={"s3": s3_pid},
         )
         self._save_state(state)

@@ -12,6 +12,7 @@ import dataclasses
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from callqc import telemetry
 from callqc.asr import AsrSegment
 from callqc.dispatcher import Dispatcher as CallDispatcher
 from callqc.jobs import job_store_from_settings
@@ -61,6 +62,7 @@ class Dispatcher:
         report: DeploymentHandle,
     ) -> None:
         settings = load_settings()
+        telemetry.configure("callqc-dispatcher", settings.telemetry, settings.telemetry.dispatcher_metrics_port)
         stages = HandleStages(audio, asr, speakers, rules, report)
         self.dispatcher = CallDispatcher(job_store_from_settings(settings), stages, settings.dispatcher)
         self._stop = asyncio.Event()

@@ -20,11 +20,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.callqc-deps
-digest=$(cat requirements.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+digest=$(cat requirements.txt requirements-tools.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   echo "==> installing pinned dependencies (first run: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt -c constraints.txt
+  .venv/bin/python -m pip install -q --no-deps -r requirements-tools.txt
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$digest" > "$stamp"
 fi

@@ -9,6 +9,7 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from callqc import telemetry
 from callqc.gateway.security import GatewaySecurity, server_transport
 from callqc.gateway.servicer import CallQCServicer
 from callqc.settings import Settings, load_settings
@@ -46,6 +47,7 @@ async def start_server(settings: Settings, store: ObjectStore | None = None) -> 
 
 
 async def serve_forever(settings: Settings) -> None:
+    telemetry.configure("callqc-gateway", settings.telemetry, settings.telemetry.gateway_metrics_port)
     server, _port = await start_server(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

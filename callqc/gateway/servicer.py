@@ -14,6 +14,7 @@ from urllib.parse import quote
 import grpc
 from pydantic import ValidationError
 
+from callqc import telemetry
 from callqc.errors import CallErrorCode, CallProcessingError
 from callqc.gateway.convert import (
     call_spec_from_pb,
@@ -124,6 +125,7 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             if not lock.locked():
                 self._submit_locks.pop(batch_id, None)
         if created:
+            telemetry.CALLS_ACCEPTED.inc(len(stored.calls))
             await self.security.record(
                 "batch.submit", f"batch/{stored.batch_id}", calls=stored.total, request_id=request.request_id
             )
@@ -145,7 +147,11 @@ class CallQCServicer(pb_grpc.CallQCServicer):
                 audio_checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
                 rejected += [status for status in audio_checks if status is not None]
                 bad = {status.call_id for status in rejected}
-                accepted = [spec for spec in accepted if spec.call_id not in bad]
+                accepted = [
+                    spec.model_copy(update={"trace_context": telemetry.start_call_trace(spec.call_id, batch_id)})
+                    for spec in accepted
+                    if spec.call_id not in bad
+                ]
                 manifest = BatchManifest(
                     batch_id=batch_id,
                     request_id=request.request_id,
