@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +107,23 @@ class CallQCClient:
     def upload_file(self, path: Path) -> pb.UploadAudioResponse:
         return self.upload_bytes(path.read_bytes(), path.name)
 
-    def submit(self, request_id: str, calls: list[CallSpec]) -> pb.SubmitBatchResponse:
+    def submit(
+        self, request_id: str, calls: list[CallSpec], max_backoff_seconds: float = 0.0
+    ) -> pb.SubmitBatchResponse:
+        """Submit a batch. With ``max_backoff_seconds`` > 0, a full backlog (RESOURCE_EXHAUSTED) is
+        retried with exponential back-off for up to that long — safe, because the request id makes
+        the submission idempotent."""
         request = pb.SubmitBatchRequest(request_id=request_id, calls=[call_spec_to_pb(c) for c in calls])
-        return self.stub.SubmitBatch(request, timeout=self.timeout)
+        deadline = time.monotonic() + max_backoff_seconds
+        delay = 0.2
+        while True:
+            try:
+                return self.stub.SubmitBatch(request, timeout=self.timeout)
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def get_batch(self, batch_id: str) -> pb.GetBatchResponse:
         return self.stub.GetBatch(pb.GetBatchRequest(batch_id=batch_id), timeout=self.timeout)

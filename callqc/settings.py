@@ -53,6 +53,10 @@ class GatewaySettings(BaseModel):
     upload_spool_bytes: int = 8 * 1024 * 1024  # uploads larger than this spill to a temp file
     watch_poll_seconds: float = 0.5
     io_threads: int = 8
+    # Backpressure: refuse new batches (RESOURCE_EXHAUSTED, clients back off) while more than this many
+    # accepted calls are unfinished; 0 = no limit. Size it to what the cluster clears within the SLA.
+    max_backlog_calls: int = Field(default=0, ge=0)
+    backlog_refresh_seconds: float = 5.0
 
 
 class AudioSettings(BaseModel):
@@ -62,7 +66,7 @@ class AudioSettings(BaseModel):
     max_duration_seconds: float = 4 * 3600
     sample_rate: int = 16000
     max_channels: int = Field(default=8, ge=1)  # more → AUDIO_TOO_MANY_CHANNELS (before any decoding)
-    allow_truncated: bool = False  # True: decode what a truncated file holds instead of AUDIO_TRUNCATED
+    accept_damaged: bool = False  # True: decode what a truncated / partly corrupt file holds instead of failing
     decode_cpu_seconds: int = Field(default=300, ge=1)  # RLIMIT_CPU of the decoder process
     decode_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=64 * 1024 * 1024)  # its RLIMIT_AS
     decode_timeout_seconds: float = Field(default=900.0, gt=0)  # wall-clock guard; the process is killed

@@ -41,6 +41,7 @@ async def start_server(settings: Settings, store: ObjectStore | None = None) -> 
     address = f"{settings.gateway.host}:{settings.gateway.port}"
     port = server.add_secure_port(address, credentials)
     await server.start()
+    servicer.backlog.start()
     await health_servicer.set("callqc.v1.CallQC", health_pb2.HealthCheckResponse.SERVING)
     log.info("callqc gateway listening on %s:%d (%s)", settings.gateway.host, port, settings.gateway.tls_mode)
     return server, port
@@ -55,6 +56,9 @@ async def serve_forever(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=5)
+    for task in asyncio.all_tasks():  # background work of the servicer (backlog monitor)
+        if task is not asyncio.current_task():
+            task.cancel()
 
 
 def main() -> None:

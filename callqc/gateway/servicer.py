@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from callqc import telemetry
 from callqc.errors import CallErrorCode, CallProcessingError
+from callqc.gateway.backlog import BacklogMonitor
 from callqc.gateway.convert import (
     call_spec_from_pb,
     counts_of,
@@ -56,6 +57,9 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         self.jobs = JobStore(store, settings.s3, settings.gateway.io_threads)
         self._pool = ThreadPoolExecutor(settings.gateway.io_threads, thread_name_prefix="gateway-io")
         self._submit_locks: dict[str, asyncio.Lock] = {}
+        self.backlog = BacklogMonitor(
+            self.jobs, settings.gateway.max_backlog_calls, settings.gateway.backlog_refresh_seconds
+        )
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -125,6 +129,7 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             if not lock.locked():
                 self._submit_locks.pop(batch_id, None)
         if created:
+            self.backlog.note_accepted(len(stored.calls))
             telemetry.CALLS_ACCEPTED.inc(len(stored.calls))
             await self.security.record(
                 "batch.submit", f"batch/{stored.batch_id}", calls=stored.total, request_id=request.request_id
@@ -143,6 +148,10 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         async with lock:
             existing = await self._io(self.jobs.get_manifest, batch_id)
             if existing is None:
+                admitted, reason = self.backlog.admit(len(request.calls))
+                if not admitted:
+                    context.set_trailing_metadata((("retry-after-ms", str(int(self.backlog.refresh_seconds * 1000))),))
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
                 accepted, rejected = self._validate_calls(request)
                 audio_checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
                 rejected += [status for status in audio_checks if status is not None]

@@ -20,6 +20,14 @@ from ..conftest import issue_token
 GUARD_SECONDS = 30  # deadline on streams/startup so a bug cannot hang the suite; never asserted on
 
 
+async def _cancel_background_tasks() -> None:
+    """Stop what the gateway left running on this loop (e.g. the backlog monitor)."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class GatewayThread:
     """start_server(settings) on a private event loop in a daemon thread."""
 
@@ -43,6 +51,7 @@ class GatewayThread:
         self._ready.set()
         await self._stop.wait()
         await server.stop(grace=None)
+        await _cancel_background_tasks()
 
     def start(self) -> str:
         self._thread.start()

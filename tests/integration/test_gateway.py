@@ -342,3 +342,22 @@ def test_get_report_not_found(client: CallQCClient, jobs: JobStore) -> None:
 def test_dot_dot_ids_are_a_client_error(client: CallQCClient, rpc: str) -> None:
     call = {"get_batch": lambda: client.get_batch(".."), "get_report": lambda: client.get_report("c1", "..")}[rpc]
     assert code_of(call) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_full_backlog_answers_resource_exhausted_and_a_backing_off_client_gets_in(
+    make_gateway: GatewayFactory, jobs: JobStore
+) -> None:
+    """Backpressure: over max_backlog_calls new batches are refused; once calls finish, the retry succeeds."""
+    client = make_gateway({"max_backlog_calls": 2, "backlog_refresh_seconds": 0.05})
+    key = client.upload_bytes(audio_bytes(11), "bp.wav").audio_key
+    first = client.submit("bp-1", [spec("a", key), spec("b", key)])
+    with pytest.raises(grpc.RpcError) as err:
+        client.submit("bp-2", [spec("c", key)])
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "backlog is full" in err.value.details()
+    assert client.submit("bp-1", [spec("a", key), spec("b", key)]).batch_id == first.batch_id  # replay still answers
+    for call_id in ("a", "b"):
+        jobs.set_status(first.batch_id, CallStatus(call_id=call_id, state=CallState.DONE))
+    jobs.close_batch(first.batch_id)
+    reply = client.submit("bp-2", [spec("c", key)], max_backoff_seconds=GUARD_SECONDS)
+    assert reply.created and reply.counts.queued == 1
