@@ -244,16 +244,23 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             calls=[status_to_pb(s) for s in statuses],
         )
 
-    async def GetReport(self, request: pb.GetReportRequest, context):
-        if not valid_call_id(request.call_id):
+    async def _call_batch_or_abort(self, call_id: str, batch_id: str, context, method: str) -> BatchManifest:
+        """The batch that inspected ``call_id`` (the given one, else the latest), access-checked."""
+        if not valid_call_id(call_id):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id must match [A-Za-z0-9._:-]{1,128}")
-        if request.batch_id and not valid_batch_id(request.batch_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {request.batch_id[:80]!r}")
-        batch_id = request.batch_id or await self._io(self.jobs.latest_batch_of, request.call_id)
+        if batch_id and not valid_batch_id(batch_id):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {batch_id[:80]!r}")
+        resolved = batch_id or await self._io(self.jobs.latest_batch_of, call_id)
+        if not resolved:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no inspected call {call_id!r}")
+        return await self._manifest_or_abort(resolved, context, method)
+
+    async def GetReport(self, request: pb.GetReportRequest, context):
+        manifest = await self._call_batch_or_abort(
+            request.call_id, request.batch_id, context, "/callqc.v1.CallQC/GetReport"
+        )
+        batch_id = manifest.batch_id
         where = f" in batch {request.batch_id!r}" if request.batch_id else ""
-        if not batch_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no report for call {request.call_id!r}{where}")
-        await self._manifest_or_abort(batch_id, context, "/callqc.v1.CallQC/GetReport")
         try:
             data = await self._io(self.jobs.get_report, request.call_id, batch_id)
         except (ObjectNotFound, KeyError):
@@ -262,14 +269,10 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         return pb.GetReportResponse(report=report_from_json(data), report_json=data.decode())
 
     async def GetAudio(self, request: pb.GetAudioRequest, context):
-        if not valid_call_id(request.call_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "call_id must match [A-Za-z0-9._:-]{1,128}")
-        if request.batch_id and not valid_batch_id(request.batch_id):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch_id {request.batch_id[:80]!r}")
-        batch_id = request.batch_id or await self._io(self.jobs.latest_batch_of, request.call_id)
-        if not batch_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no inspected call {request.call_id!r}")
-        manifest = await self._manifest_or_abort(batch_id, context, "/callqc.v1.CallQC/GetAudio")
+        manifest = await self._call_batch_or_abort(
+            request.call_id, request.batch_id, context, "/callqc.v1.CallQC/GetAudio"
+        )
+        batch_id = manifest.batch_id
         spec = next((c for c in manifest.calls if c.call_id == request.call_id), None)
         if spec is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"call {request.call_id!r} is not in batch {batch_id}")
