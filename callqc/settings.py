@@ -110,6 +110,8 @@ class DispatcherSettings(BaseModel):
 
 class RulesSettings(BaseModel):
     pack_path: str = ""  # empty = the pack shipped in rulepacks/default.yaml
+    pack_key: str = ""  # S3 key of the pack in force; when set, the Rules replicas poll it and hot-reload
+    reload_seconds: float = 30.0
 
 
 class TelemetrySettings(BaseModel):

@@ -13,12 +13,13 @@ from rich.table import Table
 
 from callqc.rules.engine import RuleEngine
 from callqc.rules.pack import RulePackError, load_rule_pack
-from callqc.rules.records import record_to_call
+from callqc.rules.records import CallRecord, record_to_call
 
 rules_app = typer.Typer(help="Compliance rule packs: validate, and check transcripts.", no_args_is_help=True)
 
 PackArg = Annotated[Path, typer.Argument(help="rule pack YAML", exists=True, dir_okay=False)]
 _BACKENDS = ("auto", "hyperscan", "aho-corasick")
+_BATCH = 256  # calls per scan
 
 
 def _engine(pack_path: Path, backend: str) -> RuleEngine:
@@ -57,19 +58,28 @@ def check(
     findings_per_rule: Counter[str] = Counter()
     calls_per_rule: Counter[str] = Counter()
     calls_out = []
+    pending: list[CallRecord] = []
+
+    def flush() -> None:  # one scan per batch of calls
+        results = engine.evaluate_many([c.transcript for c in pending], [c.metadata for c in pending])
+        for call, findings in zip(pending, results, strict=True):
+            findings_per_rule.update(f.rule_id for f in findings)
+            calls_per_rule.update({f.rule_id for f in findings})
+            calls_out.append({"call_id": call.call_id, "findings": [f.model_dump(mode="json") for f in findings]})
+        pending.clear()
+
     with jsonl.open(encoding="utf-8") as lines:
         for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                call = record_to_call(line)
+                pending.append(record_to_call(line))
             except ValueError as exc:  # includes JSON and pydantic validation errors
                 typer.echo(f"{jsonl}:{lineno}: {exc}", err=True)
                 raise typer.Exit(code=2) from None
-            findings = engine.evaluate(call.transcript, call.metadata)
-            findings_per_rule.update(f.rule_id for f in findings)
-            calls_per_rule.update({f.rule_id for f in findings})
-            calls_out.append({"call_id": call.call_id, "findings": [f.model_dump(mode="json") for f in findings]})
+            if len(pending) >= _BATCH:
+                flush()
+    flush()
     if as_json:
         summary = {
             "pack_version": engine.version,

@@ -95,8 +95,6 @@ class CompiledPack:
     rules: list[CompiledRule]
     infos: list[PatternInfo]
     has_phonetic: bool
-    phonetic_others: bool = False  # a phonetic pattern feeds a rule that looks past the agent side
-
 
     @property
     def patterns(self) -> list[Pattern]:
@@ -234,6 +232,5 @@ def compile_pack(pack: RulePack) -> CompiledPack:
         compiled.append(
             CompiledRule(index, rule, negation, quotation if rule.quotation_on else None, groups, banned, tz, context)
         )
-    phonetic = [info for info in table.infos if info.phonetic]
-    others = any(pack.rules[t.rule].scope != "agent" for info in phonetic for t in info.targets)
-    return CompiledPack(pack, compiled, table.infos, bool(phonetic), others)
+    has_phonetic = any(info.phonetic for info in table.infos)
+    return CompiledPack(pack, compiled, table.infos, has_phonetic)

@@ -70,7 +70,8 @@ class CallText:
         self.ends = self.kends[rank]
         self.with_phonetic = with_phonetic
         self.phonetic_text = phonetic(self.norm) if with_phonetic else ""
-        self.agent_chars = int(self.kends[len(agent) - 1]) if agent else 0  # text[:agent_chars] is the agent side
+        self.agent_segments = len(agent)  # text[:agent_chars] is the agent side
+        self.agent_chars = int(self.kends[len(agent) - 1]) if agent else 0
         self._spans: dict[int, list[timing.WordSpan]] = {}
         self._scoped: dict[str, list[int]] = {}
         self.duration = transcript.duration or max((s.end for s in self.segments), default=0.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from callqc.models import CallMetadata, Finding, Transcript
 from callqc.rules.batch import BatchText, PatternFlags, Recall
 from callqc.rules.checks import CHECKS, RuleInput
@@ -13,6 +15,7 @@ from callqc.rules.context import CallText, RuleHit
 from callqc.rules.matcher import MatcherError, build_matcher
 from callqc.rules.pack import RulePack, RulePackError
 
+_NO_AGENT = np.zeros((0, 2), dtype=np.int64)
 _NEED_HITS = frozenset({"keyword", "sequence", "ledger"})  # rule types that say nothing without a hit
 
 
@@ -28,8 +31,8 @@ class RuleRun:
 class RuleEngine:
     """``RuleEngine(pack).evaluate(transcript, metadata)`` → findings. Thread-safe after construction.
 
-    ``evaluate_many`` scans a whole batch of calls with one matcher pass per layer (what the Rules
-    deployment and the benchmark use); ``evaluate`` is a batch of one.
+    ``evaluate_many`` scans a whole batch of calls with one matcher pass per layer (cheaper per call);
+    ``evaluate`` is a batch of one. ``recall`` is the scan alone, from normalised calls to hits.
     """
 
     def __init__(self, pack: RulePack, backend: str = "auto") -> None:
@@ -43,8 +46,6 @@ class RuleEngine:
             rule_id, label = self._compiled.infos[exc.pattern_id].origin
             raise RulePackError.for_rule(rule_id, f"{label} is not supported by the matcher: {exc.reason}") from None
         self.flags = PatternFlags.build(self._compiled.infos)
-        compiled = self._compiled
-        self._phonetic_layer = "none" if not compiled.has_phonetic else "all" if compiled.phonetic_others else "agent"
 
     @property
     def version(self) -> str:
@@ -64,8 +65,9 @@ class RuleEngine:
 
     def recall(self, calls: Sequence[CallText]) -> Recall:
         """One scan of a batch of normalised calls → validated candidate hits per call."""
-        batch = BatchText(calls, self._phonetic_layer)
-        return batch.recall(self._matcher.scan(batch.plain, batch.phon, batch.agent), self.flags)
+        batch = BatchText(calls, self._compiled.has_phonetic)
+        agent = batch.agent if self._matcher.per_call else _NO_AGENT
+        return batch.recall(self._matcher.scan(batch.plain, batch.phon, agent), self.flags)
 
     def evaluate(self, transcript: Transcript, metadata: CallMetadata | None = None) -> list[Finding]:
         return self.evaluate_many([transcript], [metadata])[0]
@@ -79,7 +81,10 @@ class RuleEngine:
             raise ValueError(f"{len(transcripts)} transcripts but {len(metas)} metadata entries")
         calls = [self.prepare(t) for t in transcripts]
         recall = self.recall(calls)
-        return [self._findings(call, recall.rows_of(k), meta) for k, (call, meta) in enumerate(zip(calls, metas))]
+        return [
+            self._findings(call, recall.rows_of(k), meta)
+            for k, (call, meta) in enumerate(zip(calls, metas, strict=True))
+        ]
 
     def run(self, transcript: Transcript, metadata: CallMetadata | None = None) -> RuleRun:
         return RuleRun(self.version, self.backend, self.evaluate(transcript, metadata))
@@ -97,7 +102,9 @@ class RuleEngine:
         findings.sort(key=lambda f: (f.start, f.rule_id))
         return findings
 
-    def _dispatch(self, call: CallText, rows: tuple[list[int], ...], metadata: CallMetadata | None) -> dict[int, RuleInput]:
+    def _dispatch(
+        self, call: CallText, rows: tuple[list[int], ...], metadata: CallMetadata | None
+    ) -> dict[int, RuleInput]:
         """Hand each hit of one call to the rules that use its pattern."""
         inputs: dict[int, RuleInput] = {}
         infos = self._compiled.infos

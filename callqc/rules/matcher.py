@@ -1,18 +1,23 @@
 """One multi-pattern matcher for every phrase and regex of a pack, over many calls at once.
 
-The engine joins the normalised text of a batch of calls into two *layers*: ``plain`` (every call's
-text) and ``phon`` (the phonetic layer of the parts phonetic patterns need). ``Matcher.scan`` returns
-an int64 array of rows ``(pattern_id, layer, start, end)`` in character offsets of the layer's text.
-Plain patterns only count in the plain layer; phonetic patterns are looked for in the phonetic layer
-(a hit in the plain layer is a real match too: representative characters are their own phonetic form).
+The engine joins the normalised text of a batch of calls into two *layers* of one layout: ``plain``
+(the calls' text) and ``phon`` (their phonetic text, when the pack has phonetic patterns).
+``Matcher.scan`` returns int64 rows ``(pattern_id, layer, start, end, end_byte)``, character offsets
+in the layers. Plain patterns are looked for in the plain layer, phonetic patterns in the phonetic
+layer (a hit of one in the plain layer is a real match too: representative characters are their own
+phonetic form); the engine drops plain-pattern hits in the phonetic layer.
 
 Hyperscan (literals as bytes, regexes in UTF-8 mode) where it imports; otherwise an Aho-Corasick
-automaton for the literals plus Python ``re`` for the regexes. Hyperscan uses three databases:
+automaton for the literals plus Python ``re`` for the regexes. Hyperscan uses four databases:
 
 * plain and phonetic patterns, each scanned once over its whole layer (one call for the batch);
+* the plain regexes that qualify, over a one-byte-per-character view of the plain layer (layers.py);
 * ``first_only`` patterns (only the agent's first use matters) with SINGLEMATCH, scanned per call over
   the call's agent side (plain then phonetic, one vectored scan), so a phrase said fifty times in a
   call costs one callback, not fifty.
+
+The Python binding calls back into Python for every match (~0.5 µs each): that, not Hyperscan, is
+what a scan of a phrase-dense call costs, so the callback only appends two ints.
 
 Start-of-match tracking (SOM_LEFTMOST) made the database 3-4x slower on call text, so it is off: a
 literal starts ``len(literal)`` before its end; a regex's leftmost start is found by Python ``re`` on
@@ -26,16 +31,17 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 
 import numpy as np
 
+from callqc.rules.layers import Layer, NarrowAlphabet
 from callqc.rules.regexcheck import REGEX_FLAGS, sre_parse
 
-_EMPTY = np.zeros((0, 4), dtype=np.int64)
-_NONE = np.zeros(0, dtype=np.int64)
+_EMPTY = np.zeros((0, 5), dtype=np.int64)
 _LOOKBACK = 64  # characters searched back for the start of an unbounded regex match
 PLAIN, PHONETIC = 0, 1  # layer numbers in scan results
+_FEW_CALLS = 4  # up to this many calls, plain Python beats a dozen small numpy calls
 
 
 @dataclass(frozen=True)
@@ -59,66 +65,18 @@ class MatcherError(Exception):
         self.reason = reason
 
 
-class Layer:
-    """A joined text and its UTF-8 bytes, with vectorised byte ↔ character offsets.
-
-    Call text is mostly 3-byte (CJK) and 1-byte (ASCII) characters: a byte offset ``b`` is character
-    ``(b + 2·n1 + n2 - n4) / 3``, with ``nK`` the K-byte characters before it, so only the (sparse)
-    positions of the non-3-byte characters are kept.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.data = text.encode("utf-8")
-
-    @cached_property
-    def _lead_bytes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Byte positions of 1-, 2- and 4-byte characters (``None``: all ASCII)."""
-        if len(self.data) == len(self.text):
-            return None
-        b = np.frombuffer(self.data, dtype=np.uint8)
-        one = np.flatnonzero(b < 0x80)
-        if len(self.data) == 3 * len(self.text) - 2 * len(one) and not (b >= 0xF0).any():
-            return one, _NONE, _NONE  # no 4-byte characters, so no 2-byte ones either
-        return one, np.flatnonzero((b >= 0xC0) & (b < 0xE0)), np.flatnonzero(b >= 0xF0)
-
-    def chars(self, pos: np.ndarray) -> np.ndarray:
-        """Character offsets of byte offsets (each at a character boundary)."""
-        lead = self._lead_bytes
-        if lead is None:
-            return pos
-        one, two, four = lead
-        out = pos + 2 * np.searchsorted(one, pos)
-        if len(two) or len(four):
-            out += np.searchsorted(two, pos) - np.searchsorted(four, pos)
-        return out // 3
-
-    @cached_property
-    def _lead_chars(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        lead = self._lead_bytes
-        return None if lead is None else (self.chars(lead[0]), self.chars(lead[1]), self.chars(lead[2]))
-
-    def bytes_at(self, pos: np.ndarray) -> np.ndarray:
-        """Byte offsets of character offsets."""
-        lead = self._lead_chars
-        if lead is None:
-            return pos
-        one, two, four = lead
-        out = 3 * pos - 2 * np.searchsorted(one, pos)
-        if len(two) or len(four):
-            out += np.searchsorted(four, pos) - np.searchsorted(two, pos)
-        return out
-
-
 class Matcher(ABC):
     backend: str
+    per_call = False  # True: some patterns are scanned per call and ``scan`` needs ``agent``
 
     @abstractmethod
     def scan(self, plain: Layer, phon: Layer | None, agent: np.ndarray) -> np.ndarray:
-        """Matches of every pattern: int64 rows ``(pattern_id, layer, start, end)`` (character offsets).
+        """Matches of every pattern: int64 rows ``(pattern_id, layer, start, end, end_byte)``.
 
-        ``agent`` holds one row per call, ``(plain_byte_start, phon_byte_start, byte_length)`` of the
-        call's agent side: ``first_only`` patterns need only be reported there, once per call.
+        ``start`` and ``end`` are character offsets in the layer's text, ``end_byte`` the UTF-8 offset
+        of ``end`` (literals; word-boundary checks use it). ``phon`` has the same layout as ``plain``.
+        ``agent`` holds ``(byte_start, byte_length)`` of each call's agent side: ``first_only``
+        patterns need only be reported there, once per call.
         """
 
 
@@ -168,9 +126,13 @@ class HyperscanMatcher(Matcher):
         self._needs_recovery = np.zeros(max(size, 1), dtype=bool)
         self._needs_recovery[list(self._regex_start)] = True
         block, vectored = hs.HS_MODE_BLOCK, hs.HS_MODE_VECTORED
-        self._plain = self._database([p for p in patterns if not p.first_only and not p.phonetic], block)
+        plain = [p for p in patterns if not p.first_only and not p.phonetic]
+        self._narrow, self._narrow_db = self._narrow_database([p for p in plain if not p.literal])
+        narrow_ids = self._narrow.exprs.keys() if self._narrow_db is not None else set()
+        self._plain = self._database([p for p in plain if p.id not in narrow_ids], block)
         self._phon = self._database([p for p in patterns if not p.first_only and p.phonetic], block)
         self._first = self._database([p for p in patterns if p.first_only], vectored)
+        self.per_call = self._first is not None
 
     def _database(self, patterns: list[Pattern], mode: int) -> object | None:
         if not patterns:
@@ -182,6 +144,18 @@ class HyperscanMatcher(Matcher):
         except self._hs.error as exc:
             self._raise_culprit(patterns, exprs, exc)
         return None  # pragma: no cover - _raise_culprit always raises
+
+    def _narrow_database(self, regexes: list[Pattern]) -> tuple[NarrowAlphabet, object | None]:
+        """The regexes that run faster over the one-byte-per-character layer (none if they do not compile)."""
+        narrow = NarrowAlphabet({p.id: p.expr for p in regexes})
+        if not narrow.exprs:
+            return narrow, None
+        flags = (self._hs.HS_FLAG_CASELESS,) * len(narrow.exprs)
+        try:
+            db = _compiled_database(tuple(narrow.exprs.values()), tuple(narrow.exprs), flags, self._hs.HS_MODE_BLOCK)
+        except self._hs.error:  # a construct the rewrite got wrong: keep them all in UTF-8 mode
+            return narrow, None
+        return narrow, db
 
     def _flags(self, pattern: Pattern) -> int:
         hs = self._hs
@@ -211,72 +185,95 @@ class HyperscanMatcher(Matcher):
         return scratch
 
     def scan(self, plain: Layer, phon: Layer | None, agent: np.ndarray) -> np.ndarray:
-        raw: list[int] = []  # pattern id, end byte, pattern id, end byte, ...
+        raw: list[int] = []  # pattern id, end offset, pattern id, end offset, ...
         add = raw.append
 
         def on_match(pid: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
             add(pid)
             add(end)
 
-        cuts = [0]
-        for db, layer in ((self._plain, plain), (self._phon, phon)):
-            if db is not None and layer is not None and layer.data:
-                db.scan(layer.data, match_event_handler=on_match, scratch=self._scratch(db))  # type: ignore[attr-defined]
-            cuts.append(len(raw) // 2)
+        if self._plain is not None and plain.data:
+            self._plain.scan(plain.data, match_event_handler=on_match, scratch=self._scratch(self._plain))  # type: ignore[attr-defined]
+        cut_phon = len(raw) // 2
+        if self._phon is not None and phon is not None and phon.data:
+            self._phon.scan(phon.data, match_event_handler=on_match, scratch=self._scratch(self._phon))  # type: ignore[attr-defined]
+        cut_narrow = len(raw) // 2
+        if self._narrow_db is not None and plain.text:
+            narrow = self._narrow.encode(plain.text)
+            self._narrow_db.scan(narrow, match_event_handler=on_match, scratch=self._scratch(self._narrow_db))  # type: ignore[attr-defined]
+        cut_first = len(raw) // 2
         firsts = self._scan_first(plain, phon, agent, on_match, raw)
         if not raw:
             return _EMPTY
-        hits = np.array(raw, dtype=np.int64).reshape(-1, 2)
-        layer_of = np.zeros(len(hits), dtype=np.int64)
-        layer_of[cuts[1] : cuts[2]] = PHONETIC
-        byte_end = hits[:, 1].copy()
+        flat = np.array(raw, dtype=np.int64)
+        pid, end_byte = flat[0::2], flat[1::2]  # end_byte: UTF-8 offsets, except in the narrow layer
+        layer = np.zeros(len(pid), dtype=np.int64)
+        layer[cut_phon:cut_narrow] = PHONETIC
         if firsts is not None:
-            in_phon, pos = firsts
-            layer_of[cuts[2] :] = in_phon
-            byte_end[cuts[2] :] = pos
-        out = np.empty((len(hits), 4), dtype=np.int64)
-        out[:, 0] = pid = hits[:, 0]
-        out[:, 1] = layer_of
-        for number, layer in ((PLAIN, plain), (PHONETIC, phon)):
-            rows = layer_of == number
-            if layer is not None and rows.any():
-                out[rows, 3] = layer.chars(byte_end[rows])
-        out[:, 2] = out[:, 3] - self._literal_chars[pid]  # a regex gets end - 1 until its start is found
+            layer[cut_first:], end_byte[cut_first:] = firsts
+        if cut_first > cut_narrow:  # narrow hits are character offsets already
+            end = end_byte.copy()
+            utf8 = np.ones(len(pid), dtype=bool)
+            utf8[cut_narrow:cut_first] = False
+            end[utf8] = plain.chars(end_byte[utf8])
+        else:
+            end = plain.chars(end_byte)  # both UTF-8 layers have one layout
+        start = end - self._literal_chars[pid]  # a regex gets end - 1 until its start is found
         if self._regex_start:
             for row in np.flatnonzero(self._needs_recovery[pid]).tolist():
-                layer = phon if out[row, 1] == PHONETIC and phon is not None else plain
-                out[row, 2] = _regex_start_of(layer.text, self._regex_start[int(pid[row])], int(out[row, 3]))
-        return out
+                text = phon.text if layer[row] == PHONETIC and phon is not None else plain.text
+                start[row] = _regex_start_of(text, self._regex_start[int(pid[row])], int(end[row]))
+        return np.stack((pid, layer, start, end, end_byte), axis=1)
 
     def _scan_first(
         self, plain: Layer, phon: Layer | None, agent: np.ndarray, on_match: object, raw: list[int]
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """SINGLEMATCH patterns, one vectored scan per call over its agent side: (in phonetic layer?, byte end)."""
+        """SINGLEMATCH patterns, one vectored scan per call over its agent side.
+
+        Returns the layer and the layer byte offset of the end of each hit it added to ``raw``.
+        """
         db = self._first
-        start = len(raw) // 2
         if db is None or not len(agent):
             return None
-        agent = agent[agent[:, 2] > 0]
-        with_phon = phon is not None and bool(phon.data)
-        # the plain part keeps the separator after it, so no match runs on into the phonetic part
-        head = np.minimum(agent[:, 2] + 1, len(plain.data) - agent[:, 0]) if with_phon else agent[:, 2]
+        first = len(raw) // 2
         plain_view = memoryview(plain.data)
-        phon_view = memoryview(phon.data) if with_phon and phon is not None else None
+        phon_view = memoryview(phon.data) if phon is not None and phon.data else None
         scan, scratch = db.scan, self._scratch(db)  # type: ignore[attr-defined]
-        marks: list[int] = []
-        mark = marks.append
-        for p0, q0, n, h in zip(agent[:, 0].tolist(), agent[:, 1].tolist(), agent[:, 2].tolist(), head.tolist()):
-            parts = [plain_view[p0 : p0 + h], phon_view[q0 : q0 + n]] if phon_view is not None else [plain_view[p0 : p0 + n]]
+        spans: list[tuple[int, int, int]] = []  # (p0, head, hits so far) of every call scanned
+        for p0, n in agent.tolist():
+            if not n:
+                continue
+            # the plain part keeps the separator after it, so no match runs on into the phonetic part
+            head = min(n + 1, len(plain.data) - p0)
+            parts = [plain_view[p0 : p0 + head]]
+            if phon_view is not None:
+                parts.append(phon_view[p0 : p0 + n])
             scan(parts, match_event_handler=on_match, scratch=scratch)
-            mark(len(raw) // 2)
-        if len(raw) // 2 == start:
+            spans.append((p0, head, len(raw) // 2))
+        if len(raw) // 2 == first:
             return None
-        counts = np.diff(np.array([start, *marks], dtype=np.int64))
-        call = np.repeat(np.arange(len(agent)), counts)
-        end = np.array(raw[2 * start + 1 :: 2], dtype=np.int64)
-        in_phon = end > head[call] if phon_view is not None else np.zeros(len(end), dtype=bool)
-        pos = np.where(in_phon, agent[call, 1] + end - head[call], agent[call, 0] + end)
-        return in_phon.astype(np.int64), pos
+        if len(spans) <= _FEW_CALLS:  # a few calls: plain Python beats a dozen small numpy calls
+            layers: list[int] = []
+            positions: list[int] = []
+            done = first
+            for p0, head, upto in spans:
+                ends = raw[2 * done + 1 : 2 * upto : 2]
+                positions += [p0 + e if e <= head else p0 + e - head for e in ends]
+                layers += [PLAIN if e <= head else PHONETIC for e in ends]
+                done = upto
+            return np.array(layers, dtype=np.int64), np.array(positions, dtype=np.int64)
+        table = np.array(spans, dtype=np.int64)
+        call = np.repeat(np.arange(len(spans)), np.diff(table[:, 2], prepend=first))
+        ends = np.array(raw[2 * first + 1 :: 2], dtype=np.int64)
+        in_phon = ends > table[call, 1]
+        return in_phon.astype(np.int64), table[call, 0] + np.where(in_phon, ends - table[call, 1], ends)
+
+
+def _byte_offsets(text: str) -> np.ndarray:
+    """UTF-8 byte offset of every character of ``text`` (and of its end)."""
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    widths = 1 + (codes >= 0x80).astype(np.int64) + (codes >= 0x800) + (codes >= 0x10000)
+    return np.concatenate(([0], np.cumsum(widths)))
 
 
 def _regex_start_of(text: str, found: tuple[re.Pattern[str], int], end: int) -> int:
@@ -326,7 +323,12 @@ class AhoCorasickMatcher(Matcher):
                     hits.extend((pid, layer, end + 1 - length, end + 1) for pid, length in value)
             for pid, rx in self._regexes[layer]:
                 hits.extend((pid, layer, m.start(), m.end()) for m in rx.finditer(joined.text))
-        return np.asarray(hits, dtype=np.int64) if hits else _EMPTY
+        if not hits:
+            return _EMPTY
+        out = np.zeros((len(hits), 5), dtype=np.int64)
+        out[:, :4] = hits
+        out[:, 4] = _byte_offsets(plain.text)[out[:, 3]]
+        return out
 
 
 def build_matcher(patterns: list[Pattern], backend: str = "auto") -> Matcher:
