@@ -56,6 +56,9 @@ class GatewaySettings(BaseModel):
     # Backpressure: refuse new batches (RESOURCE_EXHAUSTED, clients back off) while more than this many
     # accepted calls are unfinished; 0 = no limit. Size it to what the cluster clears within the SLA.
     max_backlog_calls: int = Field(default=0, ge=0)
+    # Check at intake that every audio key exists (one S3 HEAD per call: early AUDIO_NOT_FOUND in the
+    # SubmitBatch reply). Off: the same error is recorded by AudioPrep moments later; intake is ~4x faster.
+    check_audio_on_submit: bool = True
     backlog_refresh_seconds: float = 5.0
 
 
@@ -80,8 +83,8 @@ class AsrSettings(BaseModel):
     model_name: str = "whisper-base"
     device: str = "cpu"
     compute_type: str = "int8"
-    cpu_threads: int = 1  # threads per transcription
-    num_workers: int = 2  # transcriptions in parallel in one replica (e.g. both channels of a call)
+    cpu_threads: int = 2  # threads per batch (CPU)
+    num_workers: int = 1  # batches decoded at once in one replica (each batch already spans calls and channels)
     beam_size: int = 1
     vad_filter: bool = True
     word_timestamps: bool = True

@@ -153,8 +153,9 @@ class CallQCServicer(pb_grpc.CallQCServicer):
                     context.set_trailing_metadata((("retry-after-ms", str(int(self.backlog.refresh_seconds * 1000))),))
                     await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
                 accepted, rejected = self._validate_calls(request)
-                audio_checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
-                rejected += [status for status in audio_checks if status is not None]
+                if self.settings.gateway.check_audio_on_submit:
+                    checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
+                    rejected += [status for status in checks if status is not None]
                 bad = {status.call_id for status in rejected}
                 accepted = [
                     spec.model_copy(update={"trace_context": telemetry.start_call_trace(spec.call_id, batch_id)})

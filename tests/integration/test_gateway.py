@@ -361,3 +361,11 @@ def test_full_backlog_answers_resource_exhausted_and_a_backing_off_client_gets_i
     jobs.close_batch(first.batch_id)
     reply = client.submit("bp-2", [spec("c", key)], max_backoff_seconds=GUARD_SECONDS)
     assert reply.created and reply.counts.queued == 1
+
+
+def test_without_the_intake_check_a_missing_audio_key_is_queued_for_audioprep_to_fail(
+    make_gateway: GatewayFactory,
+) -> None:
+    client = make_gateway({"check_audio_on_submit": False})
+    reply = client.submit("no-check", [spec("ghost", "audio/missing.wav")])
+    assert (reply.counts.queued, reply.counts.failed) == (1, 0)
