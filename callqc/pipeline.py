@@ -8,14 +8,21 @@ this process (tests, ``callqc inspect``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from callqc import __version__, telemetry
 from callqc.asr import AsrSegment, Transcriber
-from callqc.audio import AudioError, decode, from_pcm16, to_pcm16
-from callqc.errors import CallErrorCode
+from callqc.audio import AudioError, decode_file, expected_channels, from_pcm16
+from callqc.errors import CallErrorCode, CallProcessingError
 from callqc.models import CallMetadata, CallSpec, ChannelLayout, Finding, Segment, Transcript
 from callqc.report import Report, Versions, build_report
 from callqc.settings import AudioSettings
@@ -55,14 +62,18 @@ class Stages(Protocol):
 
 
 class AudioPreparer:
-    """Fetch the call's audio, validate and decode it once, store normalised PCM per channel."""
+    """Fetch the call's audio, verify it, decode it once (isolated, capped), store 16 kHz PCM per channel.
+
+    The work is keyed by the audio's sha256: a retry, or the same recording in another batch, reuses
+    the stored channels (``work/<sha256>/<rate>/``) without decoding again.
+    """
 
     def __init__(self, store: ObjectStore, settings: AudioSettings, work_prefix: str = "work/") -> None:
         self.store = store
         self.settings = settings
         self.work_prefix = work_prefix
 
-    def prepare(self, spec: CallSpec) -> PreparedAudio:
+    def _fetch(self, spec: CallSpec) -> bytes:
         info = self.store.stat(spec.audio_key)
         if info is None:
             raise AudioError(CallErrorCode.AUDIO_NOT_FOUND, f"no object {spec.audio_key!r} in the audio bucket")
@@ -74,31 +85,96 @@ class AudioPreparer:
             data = read_maybe_plaintext(self.store, spec.audio_key)
         except ObjectNotFound as err:
             raise AudioError(CallErrorCode.AUDIO_NOT_FOUND, f"no object {spec.audio_key!r}") from err
-        decoded = decode(data, spec.channel_layout, self.settings)
-        if spec.audio_sha256 and spec.audio_sha256.lower() != decoded.sha256:
+        if not data:
+            raise AudioError(CallErrorCode.AUDIO_EMPTY, "audio object is empty (0 bytes)")
+        return data
+
+    def _reuse(self, meta_key: str, spec: CallSpec) -> PreparedAudio | None:
+        """The stored result of an earlier decode of the same bytes, still valid under today's caps."""
+        if not self.store.exists(meta_key):
+            return None
+        meta = self.store.get_json(meta_key)
+        want = expected_channels(spec.channel_layout)
+        if len(meta["channel_keys"]) != want:
             raise AudioError(
-                CallErrorCode.CHECKSUM_MISMATCH,
-                f"audio sha256 is {decoded.sha256}, the submission said {spec.audio_sha256}",
+                CallErrorCode.CHANNEL_MISMATCH,
+                f"channel layout {spec.channel_layout.value} needs {want} channel(s); the file has "
+                f"{len(meta['channel_keys'])}",
             )
-        keys = []
-        for index, samples in enumerate(decoded.channels):
-            key = f"{self.work_prefix}{decoded.sha256}/{decoded.sample_rate}/ch{index}.s16le"
-            if not self.store.exists(key):
-                self.store.put_bytes(key, to_pcm16(samples))
-            keys.append(key)
-        return PreparedAudio(decoded.sha256, decoded.duration, decoded.sample_rate, keys)
+        if meta["duration"] > self.settings.max_duration_seconds:
+            return None  # decode again: the decoder reports the cap precisely
+        if not all(self.store.exists(key) for key in meta["channel_keys"]):
+            return None
+        return PreparedAudio(meta["sha256"], meta["duration"], meta["sample_rate"], list(meta["channel_keys"]))
+
+    def prepare(self, spec: CallSpec) -> PreparedAudio:
+        data = self._fetch(spec)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if spec.audio_sha256 and spec.audio_sha256.lower() != sha256:
+            raise AudioError(
+                CallErrorCode.CHECKSUM_MISMATCH, f"audio sha256 is {sha256}, the submission said {spec.audio_sha256}"
+            )
+        rate = self.settings.sample_rate
+        prefix = f"{self.work_prefix}{sha256}/{rate}/"
+        reused = self._reuse(prefix + "audio.json", spec)
+        if reused is not None:
+            return reused
+        with tempfile.TemporaryDirectory(prefix="callqc-audio-") as tmp:
+            source = Path(tmp) / "input"
+            source.write_bytes(data)
+            del data
+            decoded = decode_file(source, spec.channel_layout, self.settings, Path(tmp))
+            keys = []
+            for index, path in enumerate(decoded.paths):
+                key = f"{prefix}ch{index}.s16le"
+                with path.open("rb") as fh:
+                    self.store.put_stream(key, fh, path.stat().st_size)
+                keys.append(key)
+        prepared = PreparedAudio(sha256, decoded.duration, rate, keys)
+        self.store.put_json(
+            prefix + "audio.json",
+            {
+                "sha256": sha256,
+                "duration": decoded.duration,
+                "sample_rate": rate,
+                "channel_keys": keys,
+                "source": dataclasses.asdict(decoded.probe),
+            },
+        )
+        return prepared
 
 
 class ChannelTranscriber:
-    """Transcribe one stored PCM channel."""
+    """Transcribe stored PCM channels: one, or many from several calls in one batch (the ASR deployment)."""
 
     def __init__(self, store: ObjectStore, transcriber: Transcriber) -> None:
         self.store = store
         self.transcriber = transcriber
 
     def transcribe(self, pcm_key: str, language: str) -> Transcribed:
-        audio = from_pcm16(self.store.get_bytes(pcm_key))
-        return Transcribed(self.transcriber.transcribe(audio, language), self.transcriber.version)
+        result = self.transcribe_many([(pcm_key, language)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def transcribe_many(self, requests: Sequence[tuple[str, str]]) -> list[Transcribed | Exception]:
+        """One result per (pcm_key, language), in order; a request's own failure is returned, not raised.
+
+        A bad language hint is a per-call error; a missing PCM object (``ObjectNotFound``) is left to
+        the dispatcher's retry. The rest of the batch is transcribed either way.
+        """
+        results: list[Transcribed | Exception | None] = [None] * len(requests)
+        ready: list[tuple[int, np.ndarray, str]] = []
+        for index, (pcm_key, language) in enumerate(requests):
+            try:
+                self.transcriber.language(language)
+                ready.append((index, from_pcm16(self.store.get_bytes(pcm_key)), language))
+            except (CallProcessingError, ObjectNotFound) as err:
+                results[index] = err
+        segments = self.transcriber.transcribe_many([(audio, language) for _i, audio, language in ready])
+        for (index, _audio, _language), found in zip(ready, segments, strict=True):
+            results[index] = Transcribed(found, self.transcriber.version)
+        return [r if r is not None else RuntimeError("not transcribed") for r in results]
 
 
 # ---- orchestration ---------------------------------------------------------------------------

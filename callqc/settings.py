@@ -83,8 +83,8 @@ class AsrSettings(BaseModel):
     model_name: str = "whisper-base"
     device: str = "cpu"
     compute_type: str = "int8"
-    cpu_threads: int = 2  # threads per batch (CPU)
-    num_workers: int = 1  # batches decoded at once in one replica (each batch already spans calls and channels)
+    cpu_threads: int = 1  # threads per batch (CPU)
+    num_workers: int = 2  # batches decoded at once in one replica (each batch spans calls and channels)
     beam_size: int = 1
     vad_filter: bool = True
     word_timestamps: bool = True
@@ -99,7 +99,7 @@ class AsrSettings(BaseModel):
     trim_windows: bool = True  # encode each speech window at its own length (CPU); False: whisper's 30 s
     vad_threshold: float = 0.5
     vad_min_silence_ms: int = 160
-    vad_speech_pad_ms: int = 200
+    vad_speech_pad_ms: int = 150
     verify_model: bool = True  # check model files against their sha256 manifest when loading
 
 

@@ -1,4 +1,8 @@
-"""Decode + validate stage: fetch the audio from S3, check it, store normalised PCM per channel."""
+"""Decode + validate stage: fetch the audio from S3, check it, store normalised PCM per channel.
+
+Untrusted bytes are decoded in a child process with CPU-time, memory and time limits
+(``audio.decode_*`` settings): a hostile file fails its own call, never this replica.
+"""
 
 from __future__ import annotations
 

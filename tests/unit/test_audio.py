@@ -1,4 +1,7 @@
-"""callqc.audio: probe/decode on audio generated in the test (WAV via numpy + stdlib wave, FLAC via PyAV)."""
+"""callqc.audio: probe/decode on audio generated in the test (WAV via numpy + stdlib wave, FLAC via PyAV).
+
+More formats: test_audio_formats.py; the hostile corpus and the decoder's limits: test_audio_hostile.py.
+"""
 
 from __future__ import annotations
 
@@ -136,14 +139,23 @@ def test_empty_bytes_are_audio_empty() -> None:
         pytest.param(np.random.default_rng(7).bytes(4096), id="random-bytes"),
         pytest.param(b"\x89PNG\r\n\x1a\n" + b"\x00" * 256, id="png-header"),
         pytest.param(b"hello, this is not audio\n" * 20, id="text"),
-        pytest.param(make_wav(2, 16000, 1.0)[:20], id="wav-cut-inside-header"),
     ],
 )
-def test_non_audio_is_undecodable(data: bytes) -> None:
+def test_non_audio_is_an_unsupported_format(data: bytes) -> None:
+    """Recognisably not audio: refused from its bytes, before any decoder runs."""
+    with pytest.raises(AudioError) as info:
+        probe(data, DEFAULTS)
+    assert info.value.code == CallErrorCode.AUDIO_UNSUPPORTED_FORMAT
+    assert "not an accepted audio format" in info.value.message
+    expect_error(CallErrorCode.AUDIO_UNSUPPORTED_FORMAT, data, ChannelLayout.STEREO_AGENT_LEFT)
+
+
+def test_wav_cut_inside_its_header_is_undecodable() -> None:
+    data = make_wav(2, 16000, 1.0)[:20]
     with pytest.raises(AudioError) as info:
         probe(data, DEFAULTS)
     assert info.value.code == CallErrorCode.AUDIO_UNDECODABLE
-    assert info.value.message.strip()
+    assert "corrupt WAV header" in info.value.message
     expect_error(CallErrorCode.AUDIO_UNDECODABLE, data, ChannelLayout.STEREO_AGENT_LEFT)
 
 
@@ -159,11 +171,12 @@ def test_wav_without_samples_is_audio_empty(data: bytes) -> None:
     expect_error(CallErrorCode.AUDIO_EMPTY, data, ChannelLayout.STEREO_AGENT_LEFT)
 
 
-def test_truncated_wav_decodes_what_is_there() -> None:
-    """The header claims 1 s but only ~0.015 s of frames follow: the real length is reported."""
+def test_truncated_wav_is_refused_unless_damaged_audio_is_accepted() -> None:
+    """The header claims 1 s but only ~0.015 s of frames follow."""
     data = make_wav(2, 16000, 1.0)[:1000]
-    out = decode(data, ChannelLayout.STEREO_AGENT_LEFT, DEFAULTS)
-    assert out.duration == pytest.approx((1000 - 44) / 4 / 16000, abs=1e-3)
+    expect_error(CallErrorCode.AUDIO_TRUNCATED, data, ChannelLayout.STEREO_AGENT_LEFT)
+    out = decode(data, ChannelLayout.STEREO_AGENT_LEFT, AudioSettings(accept_damaged=True))
+    assert out.duration == pytest.approx((1000 - 44) / 4 / 16000, abs=1e-3)  # the real length, not the claim
 
 
 # ---- caps -------------------------------------------------------------------------------------------
