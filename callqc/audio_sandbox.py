@@ -143,7 +143,8 @@ def run_worker(job: dict[str, Any], limits: Limits, workdir: Path) -> WorkerRun:
     return WorkerRun(
         returncode=returncode,
         cpu_seconds=usage.ru_utime + usage.ru_stime if usage else 0.0,
-        max_rss_bytes=usage.ru_maxrss * 1024 if usage else 0,
+        # the worker's own peak (VmHWM); the kernel's ru_maxrss of a child also counts the forked parent image
+        max_rss_bytes=int(reply.get("max_rss_bytes") or (usage.ru_maxrss * 1024 if usage else 0)),
         timed_out=timed_out,
         reply=reply,
         applied_limits=applied,

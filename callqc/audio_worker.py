@@ -4,13 +4,14 @@ Started by :mod:`callqc.audio_sandbox` as ``python -I audio_worker.py JOB_JSON``
 script that imports only the standard library and PyAV, so it starts fast and inherits nothing.
 It limits itself (CPU time, address space, output file size, no core dumps) *before* it opens the
 untrusted file, opens it with the one demuxer chosen by sniffing the bytes (never FFmpeg's
-probing), and writes one JSON object to stdout: ``{"ok": true, ...}`` or ``{"ok": false,
-"code": <CallErrorCode name>, "message": ...}``. Anything worse (a crash, a limit signal) is
-read from its exit status by the parent.
+probing), and writes JSON lines to stdout: first the limits in force, last ``{"ok": true, ...}`` or
+``{"ok": false, "code": <CallErrorCode name>, "message": ...}``. Anything worse (a crash, a limit
+signal) is read from its exit status by the parent.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -116,7 +117,7 @@ class _Damage:
         self.errors += 1
         self.trailing = True
         if self.first is None:
-            self.first = (seconds, str(err))
+            self.first = (seconds, _why(err))
 
     def near_end(self) -> bool:
         return self.file_size - self.last_end <= max(4096, self.file_size // 50)
@@ -232,15 +233,34 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     except (MemoryError, av.error.MemoryError):
         reply.update(ok=False, code="AUDIO_DECODE_LIMIT", message=f"decoder exceeded its memory limit ({_mib(limits)})")
     except OSError as err:
-        if err.errno == 27:  # EFBIG: RLIMIT_FSIZE (Python ignores SIGXFSZ)
+        if err.errno == errno.EFBIG:  # RLIMIT_FSIZE (Python ignores SIGXFSZ)
             message = f"decoded output exceeded its size limit ({limits['output_bytes']} bytes)"
             reply.update(ok=False, code="AUDIO_DECODE_LIMIT", message=message)
         else:
-            reply.update(ok=False, code="AUDIO_UNDECODABLE", message=f"not a readable audio file: {err}")
+            reply.update(ok=False, code="AUDIO_UNDECODABLE", message=f"not a readable audio file: {_why(err)}")
     except (av.error.FFmpegError, ValueError, EOFError) as err:
-        reply.update(ok=False, code="AUDIO_UNDECODABLE", message=f"not a readable audio file: {err}")
-    reply["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        message = f"not a readable {job['demuxer']} file: {_why(err)}"
+        reply.update(ok=False, code="AUDIO_UNDECODABLE", message=message)
+    reply["max_rss_bytes"] = _peak_rss_bytes()
     return reply
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident memory of this process since exec (VmHWM). ``ru_maxrss`` would also count the
+    parent's image copied at fork, which on Linux survives exec in the accounting."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _why(err: Exception) -> str:
+    """FFmpeg's reason without the (temporary, internal) file name."""
+    return str(getattr(err, "strerror", None) or err)
 
 
 def _mib(limits: dict[str, int]) -> str:

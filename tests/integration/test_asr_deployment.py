@@ -62,6 +62,16 @@ def test_channel_requests_of_several_calls_in_one_batch(store: ObjectStore, mode
         ChannelTranscriber(store, model).transcribe("work/missing/ch1.s16le", "en")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_batch_queue() -> Iterator[None]:
+    """Running the class in this process creates @serve.batch's queue on the class-level function; drop it
+    afterwards so the class can still be pickled by Serve in later tests (replicas create their own)."""
+    yield
+    from deployments.asr import ASR
+
+    ASR.func_or_class._batched.set_max_batch_size.__self__._queue = None
+
+
 @pytest.fixture()
 def deployment_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the Serve replica would see: callqc settings from the environment, a replica context."""
