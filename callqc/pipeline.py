@@ -1,8 +1,7 @@
 """One call through every stage: audio → ASR per channel → speakers → rules → report.
 
-The orchestration is written once against the :class:`Stages` protocol. Ray Serve supplies stages
-backed by deployment handles (``deployments/``); :class:`LocalStages` runs the same stages in
-this process (tests, ``callqc inspect``).
+The orchestration is written once against the :class:`Stages` protocol; Ray Serve supplies stages
+backed by deployment handles (``deployments/``), tests supply fakes.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from callqc.errors import CallErrorCode, CallProcessingError
 from callqc.models import CallMetadata, CallSpec, ChannelLayout, Finding, Segment, Transcript
 from callqc.report import Report, Versions, build_report
 from callqc.settings import AudioSettings
-from callqc.speakers import SPEAKERS_VERSION, merge_channels
+from callqc.speakers import SPEAKERS_VERSION
 from callqc.storage import ObjectNotFound, ObjectStore, read_maybe_plaintext
 
 
@@ -233,32 +232,3 @@ class _Timed:
     def __exit__(self, *exc: object) -> None:
         self.timings[self.stage] = time.perf_counter() - self._started
         self._span.__exit__(*exc)
-
-
-class LocalStages:
-    """All stages in this process, blocking work in threads. For tests and single-call CLI use."""
-
-    def __init__(
-        self, store: ObjectStore, job_store, audio_settings: AudioSettings, transcriber: Transcriber, rule_engine
-    ) -> None:
-        self.preparer = AudioPreparer(store, audio_settings)
-        self.channel_transcriber = ChannelTranscriber(store, transcriber)
-        self.job_store = job_store
-        self.rule_engine = rule_engine
-
-    async def prepare(self, spec: CallSpec) -> PreparedAudio:
-        return await asyncio.to_thread(self.preparer.prepare, spec)
-
-    async def transcribe(self, pcm_key: str, language: str) -> Transcribed:
-        return await asyncio.to_thread(self.channel_transcriber.transcribe, pcm_key, language)
-
-    async def speakers(self, channel_segments: dict[int, list[AsrSegment]], layout: ChannelLayout) -> list[Segment]:
-        return merge_channels(channel_segments, layout)
-
-    async def rules(self, transcript: Transcript, metadata: CallMetadata) -> RuleResult:
-        findings = self.rule_engine.evaluate(transcript, metadata)
-        return RuleResult(findings, self.rule_engine.pack.version)
-
-    async def write_report(self, report: Report) -> str:
-        data = report.model_dump_json().encode()
-        return await asyncio.to_thread(self.job_store.put_report, report.batch_id, report.call_id, data)

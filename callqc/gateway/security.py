@@ -29,6 +29,13 @@ from callqc.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 
+def _actor(identity: Identity | None) -> tuple[str, str]:
+    """Who acted, for the audit trail: subject and comma-joined roles (anonymous when unauthenticated)."""
+    if identity is None:
+        return "anonymous", ""
+    return identity.subject, ",".join(sorted(identity.roles))
+
+
 def server_transport(settings: Settings) -> grpc.ServerCredentials:
     """TLS (client certificates verified when sent), mTLS (required), or loopback-only local creds."""
     mode = settings.gateway.tls_mode
@@ -82,9 +89,8 @@ class GatewaySecurity:
         """Denied RPCs are audited (allowed ones are audited by the servicer where data is touched)."""
         if decision.allowed:
             return
-        who = decision.identity.subject if decision.identity else "anonymous"
-        roles = ",".join(sorted(decision.identity.roles)) if decision.identity else ""
         details = {"reason": decision.reason[:500], "peer": decision.peer, "code": str(decision.code)}
+        who, roles = _actor(decision.identity)
         self.pool.submit(self._append_safely, who, roles, "rpc.denied", decision.method, Outcome.DENIED, details)
 
     def _append_safely(self, *args: Any) -> None:
@@ -95,16 +101,19 @@ class GatewaySecurity:
 
     async def record(self, action: str, resource: str, outcome: Outcome = Outcome.SUCCESS, **details: Any) -> None:
         """Append an audit record for the current caller (awaited: the access is logged before data leaves)."""
-        ident = current_identity_or_none()
-        who = ident.subject if ident else "anonymous"
-        roles = ",".join(sorted(ident.roles)) if ident else ""
-        await asyncio.get_running_loop().run_in_executor(
-            self.pool, self.audit.append, who, roles, action, resource, outcome, details
-        )
+        who, roles = _actor(current_identity_or_none())
+        await self._append(who, roles, action, resource, outcome, details)
 
     async def record_login(self, username: str, outcome: Outcome, **details: Any) -> None:
+        """Logins are recorded under the name tried (there is no authenticated caller yet)."""
+        name = username[:64]
+        await self._append(name, "", "auth.login", f"user/{name}", outcome, details)
+
+    async def _append(
+        self, who: str, roles: str, action: str, resource: str, outcome: Outcome, details: dict[str, Any]
+    ) -> None:
         await asyncio.get_running_loop().run_in_executor(
-            self.pool, self.audit.append, username[:64], "", "auth.login", f"user/{username[:64]}", outcome, details
+            self.pool, self.audit.append, who, roles, action, resource, outcome, details
         )
 
     # -- authorisation ---------------------------------------------------------------------
