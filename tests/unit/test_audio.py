@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import wave
 
 import av
 import numpy as np
@@ -17,27 +16,9 @@ from callqc.audio import AudioError, decode, expected_channels, from_pcm16, prob
 from callqc.errors import CallErrorCode
 from callqc.models import ChannelLayout
 from callqc.settings import AudioSettings
+from tests.data.audio.factory import make_wav, tone
 
 DEFAULTS = AudioSettings()
-
-
-def tone(rate: int, seconds: float, freq: float = 440.0, amplitude: float = 0.3) -> np.ndarray:
-    """A float sine in [-1, 1]."""
-    t = np.arange(round(rate * seconds)) / rate
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def make_wav(channels: int, rate: int, seconds: float) -> bytes:
-    """16-bit PCM WAV; channel 0 carries 440 Hz, channel 1 carries 880 Hz at a different level."""
-    cols = [tone(rate, seconds, 440.0 * (i + 1), 0.3 / (i + 1)) for i in range(channels)]
-    frames = (np.stack(cols, axis=1) * 32767).astype("<i2").tobytes()
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return buf.getvalue()
 
 
 def make_flac_stereo(rate: int, seconds: float) -> bytes:
