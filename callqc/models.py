@@ -135,3 +135,89 @@ class Finding(BaseModel):
     evidence: str = ""
     confidence: float = 1.0
     rationale: str = ""
+
+
+# ---- speakers and conversation (issue 4) ----------------------------------------------------
+
+
+class SpeakerTurn(BaseModel):
+    """Diarization output: who (an anonymous label such as ``spk0``) spoke from start to end."""
+
+    speaker: str
+    start: float
+    end: float
+
+
+class RoleAssignment(BaseModel):
+    """How segments got their roles: channel map (exact) or cues on a mono call (with a confidence)."""
+
+    method: str = "channel"  # channel | cues | none
+    speaker_roles: dict[str, Role] = Field(default_factory=dict)  # diarization label → role (mono calls)
+    confidence: float = 1.0
+    needs_review: bool = False
+    cues: list[str] = Field(default_factory=list)  # human-readable reasons, e.g. "spk0 said 我是…工号"
+
+
+class RaisedVoice(BaseModel):
+    """A stretch where one side's loudness stayed well above its own median (an intimidation signal)."""
+
+    role: Role
+    start: float
+    end: float
+    peak_db: float  # dBFS
+    above_median_db: float
+
+
+class LoudnessPoint(BaseModel):
+    role: Role
+    time: float
+    db: float  # dBFS of a 1 s window
+
+
+class RoleMetrics(BaseModel):
+    role: Role
+    talk_seconds: float = 0.0
+    segments: int = 0
+    speech_rate_cpm: float = 0.0  # characters (zh) or words (en) per minute of talk
+    interruptions: int = 0  # times this role started speaking while the other was mid-segment
+    median_db: float | None = None
+
+
+class ConversationMetrics(BaseModel):
+    duration: float = 0.0
+    silence_seconds: float = 0.0
+    longest_silence_seconds: float = 0.0
+    overlap_seconds: float = 0.0
+    agent_customer_talk_ratio: float | None = None
+    roles: list[RoleMetrics] = Field(default_factory=list)
+    loudness: list[LoudnessPoint] = Field(default_factory=list)
+    raised_voice: list[RaisedVoice] = Field(default_factory=list)
+
+
+# ---- LLM judge (issue 6) ----------------------------------------------------------------------
+
+
+class EmotionStretch(BaseModel):
+    """One side's state over a stretch of the call, as the judge read it."""
+
+    role: Role
+    start: float
+    end: float
+    state: str  # calm | anxious | angry | distressed
+    hostile: bool = False  # agent only: hostile / intimidating tone
+    segment_ids: list[str] = Field(default_factory=list)
+
+
+class JudgeSummary(BaseModel):
+    """What the judge did for this call (its verdicts are merged into the report's findings)."""
+
+    status: str = "skipped"  # ok | needs_review (invalid output twice / engine gave up) | skipped
+    engine: str = ""
+    model: str = ""
+    prompt_version: str = ""
+    chunks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    rejected_candidates: list[str] = Field(default_factory=list)  # rule ids the judge found not to be violations
+    emotions: list[EmotionStretch] = Field(default_factory=list)
+    error: str = ""

@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from callqc.models import CallSpec, Finding, Segment, Severity
+from callqc.models import (
+    CallSpec,
+    ConversationMetrics,
+    Finding,
+    JudgeSummary,
+    RoleAssignment,
+    Segment,
+    Severity,
+)
 
 
 class Versions(BaseModel):
@@ -19,6 +27,9 @@ class Versions(BaseModel):
     asr_model: str
     rule_pack: str
     speakers: str
+    judge_model: str = ""
+    prompt: str = ""
+    scorecard: str = ""
 
 
 class Report(BaseModel):
@@ -36,11 +47,21 @@ class Report(BaseModel):
     audio_key: str
     audio_sha256: str
     verdict: str
+    roles: RoleAssignment = Field(default_factory=RoleAssignment)
+    conversation: ConversationMetrics = Field(default_factory=ConversationMetrics)
+    judge: JudgeSummary = Field(default_factory=JudgeSummary)
+    score: float | None = None  # 0-100 from the scorecard; None until scored
+    needs_review_reasons: list[str] = Field(default_factory=list)
+
+
+def report_json(report: Report) -> bytes:
+    """The stored form: the proto's JSON mapping (unset optional fields left out, as protobuf does)."""
+    return report.model_dump_json(exclude_none=True).encode()
 
 
 def idempotency_key(call_id: str, audio_sha256: str, versions: Versions) -> str:
     """Same call, same audio, same models and rules → same key → the work is not redone."""
-    parts = [call_id, audio_sha256, versions.pipeline, versions.asr_model, versions.rule_pack, versions.speakers]
+    parts = [call_id, audio_sha256, *versions.model_dump().values()]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 

@@ -7,7 +7,7 @@ import asyncio
 from ray import serve
 
 from callqc.jobs import job_store_from_settings
-from callqc.report import Report
+from callqc.report import Report, report_json
 from callqc.settings import load_settings
 
 
@@ -17,5 +17,5 @@ class ReportWriter:
         self.jobs = job_store_from_settings(load_settings())
 
     async def write(self, report: Report) -> str:
-        data = report.model_dump_json().encode()
+        data = report_json(report)
         return await asyncio.to_thread(self.jobs.put_report, report.batch_id, report.call_id, data)

@@ -27,7 +27,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   .venv/bin/python -m pip install -q -r requirements.txt -c constraints.txt
   .venv/bin/python -m pip install -q --no-deps -r requirements-tools.txt
   .venv/bin/python -m pip install -q --no-deps -e .
+  # PyPI's torchvision/torchaudio/torchcodec builds break beside the CPU torch wheel; nothing here needs them.
+  .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$digest" > "$stamp"
+fi
+
+# The reviewer page is tested in Debian's Chromium (tests/integration/test_reviewer_page.py).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing Debian chromium (reviewer page browser test)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 fi
 
 echo "==> generating gRPC stubs from protos/"

@@ -9,7 +9,7 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from callqc.models import CallSpec, ChannelLayout, Finding, Role, Segment, Severity, Word
-from callqc.report import Report, Versions, build_report, idempotency_key, verdict
+from callqc.report import Report, Versions, build_report, idempotency_key, report_json, verdict
 from callqc.v1 import callqc_pb2 as pb
 
 VERSIONS = Versions(pipeline="callqc/0.1.0", asr_model="whisper-base", rule_pack="pack/1", speakers="channel-split/1")
@@ -133,7 +133,7 @@ def test_build_report_verdicts() -> None:
 
 def test_report_json_parses_into_the_proto_strictly() -> None:
     report = sample_report()
-    data = report.model_dump_json()
+    data = report_json(report)
     message = json_format.Parse(data, pb.Report(), ignore_unknown_fields=False)
     assert message.call_id == "call-001"
     assert message.verdict == "fail"
