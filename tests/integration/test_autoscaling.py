@@ -1,7 +1,8 @@
 """Ray Serve autoscaling as our configs use it: replicas follow load up to max_replicas and back to min_replicas.
 
-A private local Ray cluster (2 CPUs, no dashboard, own temp dir) inside the test process, a trivial sleeping
-deployment with short delays, load sent through a DeploymentHandle. Polls are bounded; nothing is timed.
+A private local Ray cluster (2 CPUs, no dashboard, own temp dir) inside the test process, short delays, load
+sent through a DeploymentHandle: first a trivial sleeping deployment, then the real ASR deployment (whisper
+base transcribing sample channels stored as PCM in the real S3 server). Polls are bounded; nothing is timed.
 """
 
 from __future__ import annotations
@@ -11,11 +12,19 @@ import shutil
 import tempfile
 import threading
 import warnings
+import wave
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+from callqc.audio import to_pcm16
+from callqc.settings import Settings
+from callqc.storage import ObjectStore
+
+from ..conftest import SAMPLES
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 APP = "autoscale-test"
 POLL_LIMIT_S = 60.0  # an upper bound for each poll loop, never asserted on as a duration
@@ -54,13 +63,30 @@ def serve_cluster() -> Iterator[None]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def running_replicas() -> int:
+def running_replicas(deployment: str = "Sleeper", app_name: str = APP) -> int:
     from ray import serve
 
-    app = serve.status().applications.get(APP)
-    if app is None or "Sleeper" not in app.deployments:
+    app = serve.status().applications.get(app_name)
+    if app is None or deployment not in app.deployments:
         return 0
-    return int(app.deployments["Sleeper"].replica_states.get("RUNNING", 0))
+    return int(app.deployments[deployment].replica_states.get("RUNNING", 0))
+
+
+def keep_busy(send: Callable[[], None]) -> tuple[threading.Event, threading.Thread, list[BaseException]]:
+    """Call ``send`` in a loop on a background thread until the returned event is set."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                send()
+        except BaseException as err:  # surfaced by the caller's assertion
+            errors.append(err)
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    return stop, worker, errors
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -90,20 +116,11 @@ def test_replicas_follow_load_between_min_and_max(serve_cluster: None) -> None:
     assert handle.remote(0).result(timeout_s=30) == "ok"
     assert running_replicas() == 1
 
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
     def load() -> None:  # 4 requests in flight at all times: 4 per replica > target 1, so it must scale up
-        try:
-            while not stop.is_set():
-                responses = [handle.remote(0.5) for _ in range(4)]
-                for response in responses:
-                    response.result(timeout_s=30)
-        except BaseException as err:  # surfaced in the assertion below
-            errors.append(err)
+        for response in [handle.remote(0.5) for _ in range(4)]:
+            response.result(timeout_s=30)
 
-    worker = threading.Thread(target=load, daemon=True)
-    worker.start()
+    stop, worker, errors = keep_busy(load)
     try:
         wait_until(lambda: running_replicas() == 2, "scaled up to max_replicas=2 under load")
         assert running_replicas() <= AUTOSCALING["max_replicas"]
@@ -114,6 +131,59 @@ def test_replicas_follow_load_between_min_and_max(serve_cluster: None) -> None:
 
     wait_until(lambda: running_replicas() == 1, "scaled back down to min_replicas=1 without load")
     serve.delete(APP)
+
+
+def test_the_asr_deployment_adds_a_replica_under_channel_load_and_removes_it(
+    serve_cluster: None, settings: Settings, store: ObjectStore
+) -> None:
+    """The real ASR deployment (whisper base, @serve.batch, settings from the replica's environment) scales
+    from 1 to 2 replicas while channel requests queue up, then back to 1; every request is transcribed."""
+    from ray import serve
+
+    from deployments.asr import ASR
+
+    with wave.open(str(SAMPLES / "calls" / "en_compliant.wav")) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
+    key = "work/autoscale/16000/ch0.s16le"
+    store.put_bytes(key, to_pcm16(pcm[:, 0].astype(np.float32) / 32768.0))
+
+    env = {
+        "CALLQC_S3__ENDPOINT": settings.s3.endpoint,
+        "CALLQC_S3__ACCESS_KEY": settings.s3.access_key,
+        "CALLQC_S3__SECRET_KEY": settings.s3.secret_key.get_secret_value(),
+        "CALLQC_S3__BUCKET": settings.s3.bucket,
+        "CALLQC_SECURITY__ENVELOPE__KEYRING_FILE": str(settings.security.envelope.keyring_file),
+        "HF_HUB_OFFLINE": "1",
+    }
+    asr = ASR.options(
+        autoscaling_config={**AUTOSCALING, "upscale_delay_s": 2, "downscale_delay_s": 4},
+        max_ongoing_requests=2,
+        ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": env}},  # two fit on the 2-CPU cluster
+        user_config={"batch_max_requests": 1, "num_workers": 1, "cpu_threads": 1},
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        handle = serve.run(asr.bind(), name="asr-autoscale", route_prefix=None)
+    first = handle.transcribe.remote(key, "en").result(timeout_s=120)
+    assert "app" in " ".join(s.text for s in first.segments).lower()
+    assert running_replicas("ASR", "asr-autoscale") == 1
+
+    transcribed: list[int] = []
+
+    def load() -> None:  # 4 channel requests in flight: 2 per replica at most, target 1 → scale up
+        for response in [handle.transcribe.remote(key, "en") for _ in range(4)]:
+            transcribed.append(len(response.result(timeout_s=300).segments))
+
+    stop, worker, errors = keep_busy(load)
+    try:
+        wait_until(lambda: running_replicas("ASR", "asr-autoscale") == 2, "ASR scaled up to 2 replicas under load")
+    finally:
+        stop.set()
+        worker.join(timeout=300)
+    assert not errors, errors
+    assert transcribed and all(count == len(first.segments) for count in transcribed)
+    wait_until(lambda: running_replicas("ASR", "asr-autoscale") == 1, "ASR scaled back down to 1 replica")
+    serve.delete("asr-autoscale")
 
 
 ECHO_APP = """
