@@ -41,6 +41,7 @@ class StackState:
     gateway_metrics_port: int = 0
     dispatcher_metrics_port: int = 0
     pids: dict[str, int] = field(default_factory=dict)
+    ray_tls: bool = False  # Ray's internal gRPC runs over mutual TLS (security.ray_tls at `up`)
 
 
 class StackError(RuntimeError):
@@ -111,6 +112,16 @@ class LocalSecrets:
     def ca(self) -> Path:
         return self.pki / "ca.crt"
 
+    def ray_tls_environment(self) -> dict[str, str]:
+        """Ray's own TLS (gRPC between GCS, raylets, workers and drivers): every Ray process of the stack,
+        and every client that connects to it, needs these. Plaintext peers are refused."""
+        return {
+            "RAY_USE_TLS": "1",
+            "RAY_TLS_SERVER_CERT": str(self.pki / "node.crt"),
+            "RAY_TLS_SERVER_KEY": str(self.pki / "node.key"),
+            "RAY_TLS_CA_CERT": str(self.ca),
+        }
+
     def client_pair(self, name: str = CLI_CLIENT) -> tuple[Path, Path]:
         return self.pki / f"client-{name}.crt", self.pki / f"client-{name}.key"
 
@@ -131,7 +142,7 @@ class LocalSecrets:
         if not self.audit_key.exists():
             write_private(self.audit_key, os.urandom(32))
         pki = generate_test_pki(
-            self.pki, local_addresses(), clients=(CLI_CLIENT,), days=30, ca_name="callqc local CA"
+            self.pki, local_addresses(), clients=(CLI_CLIENT,), days=30, ca_name="callqc local CA", node=True
         )
         bundle = self.pki / "s3-server.pem"  # rclone wants certificate + CA in one file
         bundle.write_bytes(pki.server.cert.read_bytes() + pki.ca.cert.read_bytes())
@@ -286,6 +297,7 @@ class LocalStack:
             gateway_metrics_port=free_port(),
             dispatcher_metrics_port=free_port(),
             pids={"s3": s3_pid},
+            ray_tls=self.settings.security.ray_tls,
         )
         self._save_state(state)
         try:
@@ -380,6 +392,7 @@ def client_environment(home: Path, state: StackState) -> dict[str, str]:
         "CALLQC_SECURITY__ENVELOPE__KEYRING_FILE": str(secrets.keyring),
         "CALLQC_SECURITY__AUDIT__HMAC_KEY_FILE": str(secrets.audit_key),
         "CALLQC_GATEWAY__PORT": str(state.gateway_port),
+        **(secrets.ray_tls_environment() if state.ray_tls else {}),
     }
 
 

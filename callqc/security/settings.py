@@ -97,3 +97,6 @@ class SecuritySettings(BaseModel):
         True, description="refuse to start a component that would store plaintext (no master keyring)"
     )
     service_certs: list[ServiceCert] = Field(default_factory=list)
+    ray_tls: bool = Field(
+        True, description="the local stack runs Ray's internal gRPC over mutual TLS (RAY_USE_TLS) with its own PKI"
+    )

@@ -37,6 +37,7 @@ class TestPKI:
     ca: CertPair
     server: CertPair
     clients: dict[str, CertPair] = field(default_factory=dict)
+    node: CertPair | None = None  # server + client use, same SANs: Ray's mutual TLS between its processes
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -87,21 +88,24 @@ def generate_test_pki(
     clients: Iterable[str] = ("call-system",),
     days: int = 2,
     ca_name: str = "callqc test CA",
+    node: bool = False,
 ) -> TestPKI:
     """Write a test CA, a server cert (SAN = ``server_hosts``) and client certs into ``directory``.
 
-    Client certificates carry CN = SAN(DNS) = the client name. Keys are written with mode 0600.
+    Client certificates carry CN = SAN(DNS) = the client name. With ``node``, also ``node.crt``: the same
+    SANs as the server, valid for both server and client authentication (every Ray process presents one
+    certificate to its peers in both directions). Keys are written with mode 0600.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _cert(ca_name, ca_key.public_key(), None, ca_key, days, ca=True)
 
-    def issue(name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier, stem: str) -> CertPair:
+    def issue(name: str, sans: list[x509.GeneralName], usage: list[x509.ObjectIdentifier], stem: str) -> CertPair:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(
             name, key.public_key(), ca_cert.subject, ca_key, days,
-            sans=sans, usage=[usage], issuer_public=ca_key.public_key(),
+            sans=sans, usage=usage, issuer_public=ca_key.public_key(),
         )  # fmt: skip
         pair = CertPair(directory / f"{stem}.crt", directory / f"{stem}.key")
         pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -119,9 +123,11 @@ def generate_test_pki(
             server_sans.append(x509.IPAddress(ipaddress.ip_address(h)))
         except ValueError:
             server_sans.append(x509.DNSName(h))
-    server = issue(hosts[0], server_sans, ExtendedKeyUsageOID.SERVER_AUTH, "server")
-    client_pairs = {c: issue(c, [x509.DNSName(c)], ExtendedKeyUsageOID.CLIENT_AUTH, f"client-{c}") for c in clients}
-    return TestPKI(ca=ca, server=server, clients=client_pairs)
+    server = issue(hosts[0], server_sans, [ExtendedKeyUsageOID.SERVER_AUTH], "server")
+    client_pairs = {c: issue(c, [x509.DNSName(c)], [ExtendedKeyUsageOID.CLIENT_AUTH], f"client-{c}") for c in clients}
+    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    node_pair = issue(hosts[0], server_sans, both, "node") if node else None
+    return TestPKI(ca=ca, server=server, clients=client_pairs, node=node_pair)
 
 
 def server_credentials(

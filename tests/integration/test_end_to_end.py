@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import ssl
 import time
 import wave
 from collections.abc import Iterator
@@ -243,6 +245,49 @@ def test_the_gateway_refuses_plaintext_and_clients_without_a_certificate(stack) 
     ):
         no_cert.get_batch("b1")
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # the mTLS handshake fails
+
+
+def test_ray_inside_the_stack_speaks_only_mutual_tls(stack) -> None:
+    """Ray's GCS port (raylets, workers, drivers, `serve`) completes a TLS handshake only with a certificate
+    from the stack's CA; a peer without one is refused, and the server proves itself with the node cert."""
+    settings, state = stack
+    assert state.ray_tls
+    host, port = state.ray_address.rsplit(":", 1)
+    secrets = LocalSecrets(settings.home)
+    env = secrets.ray_tls_environment()
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+
+    def talk(with_certificate: bool) -> tuple[dict, bytes]:
+        """TLS handshake with the GCS, then an HTTP/2 preface; the peer's certificate and its first bytes."""
+        context = ssl.create_default_context(cafile=env["RAY_TLS_CA_CERT"])
+        context.set_alpn_protocols(["h2"])
+        if with_certificate:
+            context.load_cert_chain(env["RAY_TLS_SERVER_CERT"], env["RAY_TLS_SERVER_KEY"])
+        with (
+            socket.create_connection((host, int(port)), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            peer = tls.getpeercert()
+            tls.sendall(preface)
+            try:
+                answer = tls.recv(9)  # TLS 1.3: a client without a certificate learns of its refusal here
+            except (ssl.SSLError, ConnectionError):
+                answer = b""
+            return peer, answer
+
+    peer, answer = talk(with_certificate=True)
+    assert ("IP Address", "127.0.0.1") in peer["subjectAltName"]  # the server proved itself with the node cert
+    assert len(answer) == 9 and answer[3] == 0x04  # an HTTP/2 SETTINGS frame: gRPC over TLS
+    _peer, refused = talk(with_certificate=False)
+    assert refused == b""  # no certificate from the stack's CA: no gRPC
+    with socket.create_connection((host, int(port)), timeout=10) as plain:  # a plaintext gRPC peer
+        plain.sendall(preface)
+        try:
+            answer = plain.recv(64)
+        except ConnectionError:
+            answer = b""
+    assert not answer.startswith(b"\x00"), "the GCS answered an HTTP/2 preface in plaintext"
 
 
 def test_reports_and_audio_are_ciphertext_on_the_s3_server(sample_batch, stack) -> None:
