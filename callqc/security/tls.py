@@ -82,6 +82,38 @@ def _cert(
     return b.sign(signing_key, hashes.SHA256())
 
 
+def _sans(hosts: Iterable[str]) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    return sans
+
+
+def issue_node_certificate(ca: CertPair, hosts: Iterable[str], out_dir: Path, days: int = 30) -> CertPair:
+    """Issue ``node.crt`` / ``node.key`` for one Ray pod from the cluster's Ray CA (SAN = ``hosts``, e.g. the
+    pod IP; usable for server and client authentication). Run at pod start (``python -m
+    callqc.security.node_cert``): Ray's peers check the certificate against the pod's own address."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the Ray CA key must be an EC (P-256) key")
+    hosts = list(hosts)
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = _cert(
+        hosts[0], key.public_key(), ca_cert.subject, ca_key, days,
+        sans=_sans(hosts), usage=usage, issuer_public=ca_key.public_key(),
+    )  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pair = CertPair(out_dir / "node.crt", out_dir / "node.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pair.key, key)
+    return pair
+
+
 def generate_test_pki(
     directory: Path,
     server_hosts: Iterable[str] = ("127.0.0.1", "localhost"),
@@ -117,12 +149,7 @@ def generate_test_pki(
     _write_key(ca.key, ca_key)
 
     hosts = list(server_hosts)
-    server_sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            server_sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            server_sans.append(x509.DNSName(h))
+    server_sans = _sans(hosts)
     server = issue(hosts[0], server_sans, [ExtendedKeyUsageOID.SERVER_AUTH], "server")
     client_pairs = {c: issue(c, [x509.DNSName(c)], [ExtendedKeyUsageOID.CLIENT_AUTH], f"client-{c}") for c in clients}
     both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]

@@ -269,7 +269,8 @@ def test_secrets_are_referenced_never_rendered(profile: str) -> None:
     referenced = set()
     for container in containers(docs):
         for env in container.get("env", []):
-            if re.search(r"KEY|SECRET|PASSWORD|TOKEN|KEYRING", env["name"]) and not env["name"].endswith("_FILE"):
+            is_path = env["name"].endswith("_FILE") or str(env.get("value", "")).startswith("/")  # a file, no secret
+            if re.search(r"KEY|SECRET|PASSWORD|TOKEN|KEYRING", env["name"]) and not is_path:
                 assert "value" not in env, f"{env['name']} has a literal value"
                 referenced.add(env["valueFrom"]["secretKeyRef"]["name"])
     assert {"callqc-s3", "callqc-keyring", "callqc-token-signing"} <= referenced
@@ -375,3 +376,25 @@ def test_every_value_is_commented(name: str) -> None:
         if match.group(2).strip() == "" and number + 1 < len(lines) and lines[number + 1].lstrip().startswith("- "):
             list_indent = indent
     assert missing == []
+
+
+@pytest.mark.parametrize("profile", ALL)
+def test_every_ray_pod_speaks_mutual_tls_with_a_certificate_issued_at_start(profile: str) -> None:
+    """ray.tls: an init container issues the pod's certificate (SAN = pod IP) from the CA Secret; every Ray
+    container has RAY_USE_TLS and the RAY_TLS_* files; the CA key never reaches the Ray containers."""
+    spec = one(render(profile), "RayService", "")["spec"]["rayClusterConfig"]
+    pods = [spec["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+    for pod in pods:
+        (init,) = pod["initContainers"]
+        assert "callqc.security.node_cert" in init["command"][-1] and "$POD_IP" in init["command"][-1]
+        assert init["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["ray-ca"]["secret"]["secretName"] == "callqc-ray-ca"
+        for container in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["RAY_USE_TLS"] == "1" and env["RAY_TLS_SERVER_CERT"] == "/etc/ray/tls/node.crt"
+            mounts = {m["name"] for m in container["volumeMounts"]}
+            assert "ray-tls" in mounts and "ray-ca" not in mounts
+    off = one(render("default", "--set", "ray.tls.enabled=false"), "RayService", "")["spec"]["rayClusterConfig"]
+    head = off["headGroupSpec"]["template"]["spec"]
+    assert "initContainers" not in head and "RAY_USE_TLS" not in {e["name"] for e in head["containers"][0]["env"]}

@@ -188,3 +188,32 @@ def test_optional_client_auth_never_trusts_an_unverified_certificate(pki: TestPK
         with pytest.raises(grpc.RpcError) as err:
             _call(srv.target, forged)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_ray_node_certificate_from_the_cluster_ca_serves_and_authenticates(tmp_path: Path) -> None:
+    """What the Ray pods' init container issues: SAN = the pod IP, both server and client use, from the CA."""
+    import typer
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    from typer.testing import CliRunner
+
+    from callqc.security.node_cert import main
+
+    pki = generate_test_pki(tmp_path / "ca")
+    out = tmp_path / "tls"
+    app = typer.Typer()
+    app.command()(main)
+    result = CliRunner().invoke(
+        app,
+        ["--ca-dir", str(tmp_path / "ca"), "--out", str(out), "--host", "10.1.2.3", "--host", "localhost"],
+    )
+    assert result.exit_code == 0, result.output
+    cert = x509.load_pem_x509_certificate((out / "node.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["10.1.2.3"]
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    ca = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert (out / "ca.crt").read_bytes() == pki.ca.cert.read_bytes()
+    assert (out / "node.key").stat().st_mode & 0o077 == 0

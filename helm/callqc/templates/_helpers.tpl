@@ -94,6 +94,12 @@ callqc.io/role: ray
 {{- define "callqc.rayVolumes" -}}
 - name: ray-logs
   emptyDir: {}
+{{- if .Values.ray.tls.enabled }}
+- name: ray-ca
+  secret: {secretName: {{ .Values.ray.tls.caSecret }}, defaultMode: 0400}
+- name: ray-tls
+  emptyDir: {medium: Memory, sizeLimit: 1Mi}
+{{- end }}
 - name: dshm
   emptyDir: {medium: Memory, sizeLimit: 4Gi}
 {{- if .Values.models.existingClaim }}
@@ -104,6 +110,9 @@ callqc.io/role: ray
 
 {{- define "callqc.rayVolumeMounts" -}}
 - {name: ray-logs, mountPath: /tmp/ray}
+{{- if .Values.ray.tls.enabled }}
+- {name: ray-tls, mountPath: /etc/ray/tls, readOnly: true}
+{{- end }}
 - {name: dshm, mountPath: /dev/shm}
 {{- if .Values.models.existingClaim }}
 - {name: models, mountPath: {{ .Values.models.mountPath }}, readOnly: true}
@@ -122,4 +131,33 @@ podSelector:
 namespaceSelector:
   matchLabels:
     kubernetes.io/metadata.name: {{ . }}
+{{- end }}
+
+{{/* Ray's internal mutual TLS: the variables every Ray process reads (certificates issued by callqc.rayTlsInit). */}}
+{{- define "callqc.rayTlsEnv" -}}
+{{- if .Values.ray.tls.enabled }}
+- {name: RAY_USE_TLS, value: "1"}
+- {name: RAY_TLS_SERVER_CERT, value: /etc/ray/tls/node.crt}
+- {name: RAY_TLS_SERVER_KEY, value: /etc/ray/tls/node.key}
+- {name: RAY_TLS_CA_CERT, value: /etc/ray/tls/ca.crt}
+{{- end }}
+{{- end }}
+
+{{/* Init container of every Ray pod: issue this pod's certificate (SAN = pod IP) from the Ray CA Secret. */}}
+{{- define "callqc.rayTlsInit" -}}
+{{- if .Values.ray.tls.enabled }}
+initContainers:
+  - name: ray-tls-cert
+    image: {{ include "callqc.image" . }}
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    command: ["sh", "-c", "python -m callqc.security.node_cert --ca-dir /etc/ray/ca --out /etc/ray/tls --host \"$POD_IP\" --host localhost --host 127.0.0.1"]
+    env:
+      - name: POD_IP
+        valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    securityContext:
+      {{- toYaml .Values.containerSecurityContext | nindent 6 }}
+    volumeMounts:
+      - {name: ray-ca, mountPath: /etc/ray/ca, readOnly: true}
+      - {name: ray-tls, mountPath: /etc/ray/tls}
+{{- end }}
 {{- end }}
