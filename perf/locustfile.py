@@ -245,6 +245,7 @@ class Tracker:
     submitted: dict[str, float] = field(default_factory=dict)  # "batch/call" -> submit time
     finished: dict[str, tuple[int, float]] = field(default_factory=dict)  # -> (state, finish time)
     rejected: int = 0  # refused at intake (counted as not inspected)
+    backoffs: int = 0  # SubmitBatch answered RESOURCE_EXHAUSTED (backlog full): the client waited and retried
     backlog: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, unfinished calls)
     watchers: list[gevent.Greenlet] = field(default_factory=list)
     started_at: float = field(default_factory=time.monotonic)
@@ -299,6 +300,7 @@ def verdict(tracker: Tracker, profile: LoadProfile) -> dict[str, Any]:
     coverage = inspected / submitted if submitted else 0.0
     return {
         "profile": profile.name,
+        "run_id": RUN_ID,  # in every call id of the run: f"{sample}-{run_id}-{batch}-{i}"
         "submitted": submitted,
         "inspected": inspected,
         "inspected_late": len(latencies) - inspected,
@@ -308,6 +310,7 @@ def verdict(tracker: Tracker, profile: LoadProfile) -> dict[str, Any]:
         "sla_seconds": profile.sla_seconds,
         "latency_p50_s": percentile(latencies, 50),
         "latency_p95_s": percentile(latencies, 95),
+        "backoffs": tracker.backoffs,
         "backlog": [(round(t, 1), n) for t, n in tracker.backlog],
         "ok": submitted > 0 and inspected == submitted,
     }
@@ -324,7 +327,7 @@ def format_verdict(v: dict[str, Any]) -> str:
             f"({v['inspected']}/{v['submitted']} inspected within {v['sla_seconds']:.0f}s) "
             f"{'PASS' if v['ok'] else 'FAIL'}",
             f"  submitted={v['submitted']} inspected={v['inspected']} late={v['inspected_late']} "
-            f"failed={v['failed']} unfinished={v['unfinished']}",
+            f"failed={v['failed']} unfinished={v['unfinished']} backoffs={v['backoffs']}",
             f"  end-to-end latency p50={sec(v['latency_p50_s'])} p95={sec(v['latency_p95_s'])}",
             f"  backlog (t:unfinished calls) {backlog}",
             f"{VERDICT_PREFIX}-JSON {json.dumps(v)}",
@@ -418,6 +421,7 @@ class CallSystemUser(User):
             except grpc.RpcError as err:
                 if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() + delay < deadline:
                     self._fire("SubmitBatch (backlog full, backing off)", started)
+                    TRACKER.backoffs += 1
                     gevent.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue

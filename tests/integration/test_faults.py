@@ -108,7 +108,8 @@ def _assert_each_call_inspected_once(
     not_done = {cid: (c.state, c.error, c.error_message) for cid, c in states.items() if c.state != pb.CALL_STATE_DONE}
     assert not not_done, f"calls not inspected: {not_done}"
     print("attempts per call:", {cid: c.attempts for cid, c in states.items()})  # shown with -rA: did it retry?
-    keys = raw.list_keys(f"reports/{batch_id}/")
+    prefix = f"reports/{batch_id}/"
+    keys = [k for k in raw.list_keys(prefix) if "/" not in k.removeprefix(prefix)]  # not raw/ or review/ objects
     expected = sorted(f"reports/{batch_id}/{s.call_id}.json" for s in specs)
     assert sorted(keys) == expected, f"report objects {keys} != one per call {expected}"
 
