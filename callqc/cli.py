@@ -13,16 +13,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from callqc.cli_eval import eval_command
+from callqc.cli_review import export_app, review_app
 from callqc.client import CallQCClient, ClientAuth, LocalCall, load_calls
 from callqc.rules.cli import rules_app
 from callqc.settings import Settings, load_settings
 from callqc.stack import LocalSecrets, LocalStack, StackError, apply_state_to_environment
 from callqc.v1 import callqc_pb2 as pb
+from callqc.web.cli import web as web_command
 from operators.cli import ops_app
 
 app = typer.Typer(help="callqc — QC inspection of every collection call.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules", help="Rule packs: validate, run over transcripts (for QC managers).")
 app.add_typer(ops_app, name="ops", help="Operate the cluster: status, scale, plan, retry, drain.")
+app.add_typer(review_app, name="review", help="Review reports: confirm / reject / add findings, appeal, finalise.")
+app.add_typer(export_app, name="export", help="Exports for BI: findings of a batch (CSV / JSONL), daily coverage.")
+app.command("web")(web_command)
+app.command("eval")(eval_command)
 console = Console()
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_BATCH = REPO_ROOT / "samples" / "batch.yaml"

@@ -15,6 +15,8 @@ from callqc.gateway.convert import call_spec_to_pb
 from callqc.models import CallMetadata, CallSpec, ChannelLayout
 from callqc.v1 import callqc_pb2 as pb
 from callqc.v1 import callqc_pb2_grpc as pb_grpc
+from callqc.v1 import review_pb2 as rpb
+from callqc.v1 import review_pb2_grpc as rpb_grpc
 
 CHUNK_BYTES = 512 * 1024
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".amr", ".m4a"}
@@ -84,6 +86,7 @@ class CallQCClient:
         self.target = target
         self.channel = grpc.secure_channel(target, auth.channel_credentials())
         self.stub = pb_grpc.CallQCStub(self.channel)
+        self.review = rpb_grpc.ReviewStub(self.channel)
         self.timeout = timeout
 
     def close(self) -> None:
@@ -155,3 +158,68 @@ class CallQCClient:
                 call.spec.model_copy(update={"audio_key": uploaded.audio_key, "audio_sha256": uploaded.sha256})
             )
         return self.submit(request_id, specs)
+
+    # ---- review, exports, coverage (callqc.v1.Review) ------------------------------------------
+
+    def get_review_item(self, call_id: str, batch_id: str = "") -> rpb.ReviewItem:
+        request = rpb.GetReviewItemRequest(call_id=call_id, batch_id=batch_id)
+        return self.review.GetReviewItem(request, timeout=self.timeout).item
+
+    def submit_review(
+        self,
+        call_id: str,
+        batch_id: str,
+        kind: str,
+        *,
+        expected_revision: int,
+        finding_id: str = "",
+        reason: str = "",
+        finding: pb.Finding | None = None,
+    ) -> rpb.ReviewItem:
+        """``kind``: confirm | reject | add | complete."""
+        request = rpb.SubmitReviewRequest(
+            call_id=call_id,
+            batch_id=batch_id,
+            expected_revision=expected_revision,
+            kind=rpb.ReviewActionKind.Value(f"REVIEW_ACTION_KIND_{kind.upper()}"),
+            finding_id=finding_id,
+            reason=reason,
+            finding=finding,
+        )
+        return self.review.SubmitReview(request, timeout=self.timeout).item
+
+    def appeal_review(self, call_id: str, batch_id: str, *, expected_revision: int, reason: str) -> rpb.ReviewItem:
+        request = rpb.AppealReviewRequest(
+            call_id=call_id, batch_id=batch_id, expected_revision=expected_revision, reason=reason
+        )
+        return self.review.AppealReview(request, timeout=self.timeout).item
+
+    def finalize_review(self, call_id: str, batch_id: str, *, expected_revision: int, reason: str) -> rpb.ReviewItem:
+        request = rpb.FinalizeReviewRequest(
+            call_id=call_id, batch_id=batch_id, expected_revision=expected_revision, reason=reason
+        )
+        return self.review.FinalizeReview(request, timeout=self.timeout).item
+
+    def assign_reviewer(self, batch_id: str, reviewer: str, remove: bool = False) -> rpb.AssignReviewerResponse:
+        request = rpb.AssignReviewerRequest(batch_id=batch_id, reviewer=reviewer, remove=remove)
+        return self.review.AssignReviewer(request, timeout=self.timeout)
+
+    def list_assignments(self, reviewer: str = "") -> rpb.ListAssignmentsResponse:
+        return self.review.ListAssignments(rpb.ListAssignmentsRequest(reviewer=reviewer), timeout=self.timeout)
+
+    def get_raw_transcript(self, call_id: str, batch_id: str = "") -> rpb.GetRawTranscriptResponse:
+        request = rpb.GetRawTranscriptRequest(call_id=call_id, batch_id=batch_id)
+        return self.review.GetRawTranscript(request, timeout=self.timeout)
+
+    def export_findings(self, batch_id: str, fmt: str = "csv", machine_only: bool = False) -> bytes:
+        """The batch's findings as CSV or JSONL bytes."""
+        request = rpb.ExportFindingsRequest(
+            batch_id=batch_id,
+            format=rpb.EXPORT_FORMAT_JSONL if fmt == "jsonl" else rpb.EXPORT_FORMAT_CSV,
+            machine_only=machine_only,
+        )
+        return b"".join(chunk.data for chunk in self.review.ExportFindings(request, timeout=self.timeout))
+
+    def get_coverage(self, day: str = "", utc_offset: str = "") -> rpb.GetCoverageResponse:
+        request = rpb.GetCoverageRequest(day=day, utc_offset=utc_offset)
+        return self.review.GetCoverage(request, timeout=self.timeout)

@@ -1,4 +1,4 @@
-"""One call through every stage: audio → ASR per channel → speakers → rules → report.
+"""One call through every stage: audio → ASR per channel → speakers → rules → judge → report.
 
 The orchestration is written once against the :class:`Stages` protocol; Ray Serve supplies stages
 backed by deployment handles (``deployments/``), tests supply fakes.
@@ -22,10 +22,10 @@ from callqc import __version__, telemetry
 from callqc.asr import AsrSegment, Transcriber
 from callqc.audio import AudioError, decode_file, expected_channels, from_pcm16
 from callqc.errors import CallErrorCode, CallProcessingError
-from callqc.models import CallMetadata, CallSpec, ChannelLayout, Finding, Segment, Transcript
+from callqc.models import CallMetadata, CallSpec, ChannelLayout, Finding, JudgeSummary, Transcript
 from callqc.report import Report, Versions, build_report
 from callqc.settings import AudioSettings
-from callqc.speakers import SPEAKERS_VERSION
+from callqc.speakers import SpeakerResult
 from callqc.storage import ObjectNotFound, ObjectStore, read_maybe_plaintext
 
 
@@ -49,11 +49,29 @@ class RuleResult:
     pack_version: str
 
 
+@dataclass(frozen=True)
+class Judged:
+    """The judge's merged findings (confirmed, uncertain, new; rejected candidates dropped) and summary."""
+
+    findings: list[Finding]
+    summary: JudgeSummary
+
+
 class Stages(Protocol):
     async def prepare(self, spec: CallSpec) -> PreparedAudio: ...
     async def transcribe(self, pcm_key: str, language: str) -> Transcribed: ...
-    async def speakers(self, channel_segments: dict[int, list[AsrSegment]], layout: ChannelLayout) -> list[Segment]: ...
+    async def speakers(
+        self,
+        channel_segments: dict[int, list[AsrSegment]],
+        layout: ChannelLayout,
+        pcm_keys: list[str],
+        duration: float,
+        language: str,
+    ) -> SpeakerResult: ...
     async def rules(self, transcript: Transcript, metadata: CallMetadata) -> RuleResult: ...
+    async def judge(
+        self, transcript: Transcript, metadata: CallMetadata, candidates: list[Finding], pack_version: str
+    ) -> Judged: ...
     async def write_report(self, report: Report) -> str: ...
 
 
@@ -192,26 +210,35 @@ async def inspect_call(spec: CallSpec, batch_id: str, stages: Stages) -> tuple[R
         results = await asyncio.gather(*(stages.transcribe(key, spec.language) for key in audio.channel_keys))
     channel_segments = {index: result.segments for index, result in enumerate(results)}
     with timed("speakers"):
-        segments = await stages.speakers(channel_segments, spec.channel_layout)
-    transcript = Transcript(language=spec.language, duration=audio.duration, segments=segments)
+        spoken = await stages.speakers(
+            channel_segments, spec.channel_layout, audio.channel_keys, audio.duration, spec.language
+        )
+    transcript = Transcript(language=spec.language, duration=audio.duration, segments=spoken.segments)
     with timed("rules"):
         ruled = await stages.rules(transcript, spec.metadata)
+    with timed("judge", candidates=len(ruled.findings)):
+        judged = await stages.judge(transcript, spec.metadata, ruled.findings, ruled.pack_version)
 
     versions = Versions(
         pipeline=f"callqc/{__version__}",
         asr_model=results[0].model_version if results else "",
         rule_pack=ruled.pack_version,
-        speakers=SPEAKERS_VERSION,
+        speakers=spoken.version,
+        judge_model=judged.summary.model,
+        prompt=judged.summary.prompt_version,
     )
     report = build_report(
         spec,
         batch_id,
         audio_sha256=audio.sha256,
         duration=audio.duration,
-        transcript=segments,
-        findings=ruled.findings,
+        transcript=spoken.segments,
+        findings=judged.findings,
         versions=versions,
         stage_seconds=timings,
+        roles=spoken.roles,
+        conversation=spoken.conversation,
+        judge=judged.summary,
     )
     with timed("report", findings=len(report.findings)):
         key = await stages.write_report(report)

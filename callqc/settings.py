@@ -19,7 +19,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from callqc.diarization.base import DiarizationSettings
+from callqc.judge import JudgeSettings
 from callqc.security.settings import SecuritySettings
+from callqc.web.settings import WebSettings
 
 
 class S3Settings(BaseModel):
@@ -143,6 +146,9 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     security: SecuritySettings = SecuritySettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    diarization: DiarizationSettings = Field(default_factory=DiarizationSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -195,8 +195,12 @@ class LocalStack:
         serve_config: Path = DEFAULT_SERVE_CONFIG,
         num_cpus: int | None = None,
         log: Callable[[str], None] = lambda _msg: None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: extra variables for every process of the stack (settings as ``CALLQC_*``, e.g. a
+        gateway backlog cap or ``CALLQC_JUDGE__ENGINE=none``), on top of this process's environment."""
         self.settings = settings
+        self.extra_env = dict(env or {})
         self.home = settings.home
         self.serve_config = serve_config
         self.num_cpus = num_cpus or max(2, os.cpu_count() or 2)
@@ -229,6 +233,7 @@ class LocalStack:
         env = dict(os.environ)
         env.update(client_environment(self.home, state))
         env.update({"RAY_ADDRESS": state.ray_address, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"})
+        env.update(self.extra_env)
         env["CALLQC_TELEMETRY__DISPATCHER_METRICS_PORT"] = str(state.dispatcher_metrics_port)
         if not gateway:
             env.pop("CALLQC_SECURITY__AUDIT__HMAC_KEY_FILE", None)

@@ -1,4 +1,4 @@
-"""Report stage: store the report JSON in S3 and point 'latest' at it."""
+"""Report stage: redact, store the report JSON in S3 (raw transcript encrypted beside it), point 'latest' at it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 from ray import serve
 
 from callqc.jobs import job_store_from_settings
-from callqc.report import Report, report_json
+from callqc.report import Report, save_report
 from callqc.settings import load_settings
 
 
@@ -17,5 +17,4 @@ class ReportWriter:
         self.jobs = job_store_from_settings(load_settings())
 
     async def write(self, report: Report) -> str:
-        data = report_json(report)
-        return await asyncio.to_thread(self.jobs.put_report, report.batch_id, report.call_id, data)
+        return await asyncio.to_thread(save_report, self.jobs, report)

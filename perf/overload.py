@@ -71,9 +71,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profile_path = Path(tmp) / "profile.yaml"
         profile_path.write_text(yaml.safe_dump(profile))
         settings = load_settings(home=home, s3={"endpoint": "127.0.0.1:0"}, gateway={"port": 0})
-        os.environ["CALLQC_GATEWAY__MAX_BACKLOG_CALLS"] = str(cap)  # read by the gateway process `up` starts
-        os.environ["CALLQC_GATEWAY__BACKLOG_REFRESH_SECONDS"] = "2"
-        stack = LocalStack(settings, num_cpus=os.cpu_count() or 2)
+        cap_env = {"CALLQC_GATEWAY__MAX_BACKLOG_CALLS": str(cap), "CALLQC_GATEWAY__BACKLOG_REFRESH_SECONDS": "2"}
+        stack = LocalStack(settings, num_cpus=os.cpu_count() or 2, env=cap_env)
         state = stack.up(timeout=600)
         try:
             env = {k: v for k, v in os.environ.items() if not k.startswith(("CALLQC_", "LOCUST_"))}

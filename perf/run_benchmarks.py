@@ -42,12 +42,10 @@ BENCHES = (
     Bench("rules", "bench_rules.py", "rules.json", ("--mb", "0.5", "--repeats", "1", "--seconds", "0.3")),
     Bench("asr", "bench_asr.py", "asr.json", ("--skip-baseline",)),
     Bench("ingest", "bench_ingest.py", "ingest.json", ("--seconds", "2", "--scenarios", "gateway,baseline_s3")),
+    Bench("diarization", "bench_diarization.py", "diarization.json", ("--no-asr",)),
+    Bench("judge", "bench_judge.py", "judge.json", ("--models", "qwen2.5-coder-0.5b", "--calls", "2")),
     Bench("e2e", "bench_e2e.py", "e2e.json", ("--calls", "4")),
 )
-PLACEHOLDERS = {
-    "diarization_rtf": "no diarization stage yet (issue 4): mono calls are labelled 'unknown'",
-    "judge_calls_per_second": "no judge stage yet (issue 6)",
-}
 
 
 def _accepts_out(script: Path) -> bool:
@@ -192,8 +190,6 @@ def main() -> int:
         if entry.get("data") is not None:
             entry["headline"] = headline(bench.name, entry.pop("data"))
         benchmarks[bench.name] = entry
-    for name, reason in PLACEHOLDERS.items():
-        benchmarks[name] = {"status": "skipped", "reason": reason}
     summary = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

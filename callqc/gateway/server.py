@@ -10,11 +10,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from callqc import telemetry
+from callqc.gateway.review_servicer import ReviewServicer
 from callqc.gateway.security import GatewaySecurity, server_transport
 from callqc.gateway.servicer import CallQCServicer
 from callqc.settings import Settings, load_settings
 from callqc.storage import ObjectStore, open_store
 from callqc.v1 import callqc_pb2_grpc as pb_grpc
+from callqc.v1 import review_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ async def start_server(settings: Settings, store: ObjectStore | None = None) -> 
     server = grpc.aio.server(options=grpc_options(settings), interceptors=[security.interceptor(settings)])
     servicer = CallQCServicer(settings, store, security)
     pb_grpc.add_CallQCServicer_to_server(servicer, server)
+    review_pb2_grpc.add_ReviewServicer_to_server(ReviewServicer(settings, store, security), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = f"{settings.gateway.host}:{settings.gateway.port}"

@@ -17,11 +17,21 @@ from callqc.audio import AudioError
 from callqc.dispatcher import Dispatcher, processing_error
 from callqc.errors import CallErrorCode
 from callqc.jobs import BatchManifest, CallStatus, JobStore, batch_id_for
-from callqc.models import CallMetadata, CallSpec, CallState, ChannelLayout, Finding, Segment, Severity, Transcript
-from callqc.pipeline import PreparedAudio, RuleResult, Stages, Transcribed
+from callqc.models import (
+    CallMetadata,
+    CallSpec,
+    CallState,
+    ChannelLayout,
+    ConversationMetrics,
+    Finding,
+    JudgeSummary,
+    Severity,
+    Transcript,
+)
+from callqc.pipeline import Judged, PreparedAudio, RuleResult, Stages, Transcribed
 from callqc.report import Report
 from callqc.settings import DispatcherSettings, Settings
-from callqc.speakers import merge_channels
+from callqc.speakers import SpeakerResult, label_speakers
 from callqc.storage import ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -91,8 +101,21 @@ class FakeStages:
         words = [AsrWord("你好", start, start + 0.5, 0.9)]
         return Transcribed([AsrSegment(start, start + 0.8, f"channel {channel}", words)], "fake-asr/1")
 
-    async def speakers(self, channel_segments: dict[int, list[AsrSegment]], layout: ChannelLayout) -> list[Segment]:
-        return merge_channels(channel_segments, layout)
+    async def speakers(
+        self,
+        channel_segments: dict[int, list[AsrSegment]],
+        layout: ChannelLayout,
+        pcm_keys: list[str],
+        duration: float,
+        language: str,
+    ) -> SpeakerResult:
+        segments, roles = label_speakers(channel_segments, layout, language)
+        return SpeakerResult(segments=segments, roles=roles, conversation=ConversationMetrics(duration=duration))
+
+    async def judge(
+        self, transcript: Transcript, metadata: CallMetadata, candidates: list[Finding], pack_version: str
+    ) -> Judged:
+        return Judged(candidates, JudgeSummary(status="skipped"))
 
     async def rules(self, transcript: Transcript, metadata: CallMetadata) -> RuleResult:
         found = Finding(rule_id="F03", name="fake", severity=Severity.S2, segment_ids=[transcript.segments[0].id])

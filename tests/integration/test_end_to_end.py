@@ -35,6 +35,9 @@ from ..conftest import SAMPLES
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AGENT_RULES = {"F01", "F03", "F12"}
+# Stacks whose tests are about robustness, not judgement, run without the LLM judge (reports say
+# judge.status=skipped): on 2 CPU cores the 1.5B judge takes minutes per batch. This module's stack runs it.
+NO_JUDGE = {"CALLQC_JUDGE__ENGINE": "none"}
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from callqc.storage import ObjectStore
 from callqc.v1 import callqc_pb2 as pb
 
 from ..conftest import SAMPLES
-from .test_end_to_end import _cli_auth, _stack_settings
+from .test_end_to_end import NO_JUDGE, _cli_auth, _stack_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ S3_OUTAGE_SECONDS = 8.0
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, Settings, StackState]]:
     home = tmp_path_factory.mktemp("faults-home")
     settings = load_settings(home=home, s3={"endpoint": "127.0.0.1:0"}, gateway={"port": 0})
-    local = LocalStack(settings, num_cpus=2)
+    local = LocalStack(settings, num_cpus=2, env=NO_JUDGE)  # the judge's own faults: test_judge_engines.py
     state = local.up(timeout=300)
     try:
         yield local, settings, state

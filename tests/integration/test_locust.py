@@ -20,7 +20,7 @@ from callqc.stack import LocalStack, StackState
 from callqc.storage import ObjectStore
 
 from ..conftest import REPO_ROOT
-from .test_end_to_end import _stack_settings
+from .test_end_to_end import NO_JUDGE, _stack_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,14 +38,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, 
     """The local stack with a small backlog cap: the gateway refuses batches while 2 calls are unfinished."""
     home = tmp_path_factory.mktemp("locust-home")
     settings = load_settings(home=home, s3={"endpoint": "127.0.0.1:0"}, gateway={"port": 0})
-    local = LocalStack(settings, num_cpus=2)
-    saved = {key: os.environ.get(key) for key in BACKLOG_CAP}
-    os.environ.update(BACKLOG_CAP)  # read by the gateway process that `up` starts
-    try:
-        state = local.up(timeout=300)
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    local = LocalStack(settings, num_cpus=2, env={**BACKLOG_CAP, **NO_JUDGE})
+    state = local.up(timeout=300)
     try:
         yield settings, state
     finally:

@@ -28,7 +28,7 @@ from .test_dispatcher import FakeStages, run_until_closed
 from .test_gateway import audio_bytes
 
 pytestmark = pytest.mark.integration
-STAGES = {"stage.audio", "stage.asr", "stage.speakers", "stage.rules", "stage.report"}
+STAGES = {"stage.audio", "stage.asr", "stage.speakers", "stage.rules", "stage.judge", "stage.report"}
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def test_scale_dry_run_validates_and_writes_the_changed_config(tmp_path: Path) -
     [
         (["Dispatcher", "--min", "1", "--max", "2"], "only reader of the open-batch markers"),
         (["ASR", "--min", "3", "--max", "2"], "min_replicas (3) is greater than max_replicas (2)"),
-        (["Judge", "--min", "1", "--max", "2"], "'Judge' is not in application 'callqc'"),
+        (["Diarizer", "--min", "1", "--max", "2"], "'Diarizer' is not in application 'callqc'"),
     ],
 )
 def test_scale_refuses_bad_requests(args: list[str], message: str) -> None:

@@ -35,11 +35,15 @@ EXPECTED: dict[str, set[str]] = {
     CALLQC + "GetAudio": {"call_system", "reviewer", "qc_manager"},
     "/callqc.v1.Review/ListAssignments": {"reviewer", "qc_manager"},
     "/callqc.v1.Review/GetReviewItem": {"reviewer", "qc_manager"},
-    "/callqc.v1.Review/SubmitReview": {"reviewer"},
+    "/callqc.v1.Review/SubmitReview": {"reviewer", "qc_manager"},
     "/callqc.v1.Review/AssignReviewer": {"qc_manager"},
+    "/callqc.v1.Review/AppealReview": {"qc_manager"},
+    "/callqc.v1.Review/FinalizeReview": {"qc_manager"},
+    "/callqc.v1.Review/GetRawTranscript": {"qc_manager"},
+    "/callqc.v1.Review/ExportFindings": {"qc_manager"},
+    "/callqc.v1.Review/GetCoverage": {"qc_manager", "operator"},
     "/callqc.v1.Admin/ListRulePacks": {"qc_manager"},
     "/callqc.v1.Admin/PutRulePack": {"qc_manager"},
-    "/callqc.v1.Admin/ExportReports": {"qc_manager"},
     "/callqc.v1.Admin/ClusterStatus": {"operator"},
     "/callqc.v1.Admin/ScaleDeployment": {"operator"},
     "/callqc.v1.Admin/RetryFailed": {"operator"},
@@ -176,6 +180,8 @@ def test_operator_never_reaches_calls_reports_or_reviews() -> None:
     table = PermissionTable.load()
     for method in table.methods:
         if table.allows(method, [Role.OPERATOR]) and not table.is_public(method):
+            if method == "/callqc.v1.Review/GetCoverage":  # counts only (received / inspected), no personal data
+                continue
             assert method.startswith("/callqc.v1.Admin/"), method
             assert "Report" not in method and "Audit" not in method and "RulePack" not in method
 

@@ -91,3 +91,34 @@ def test_load_from_file(tmp_path: Path) -> None:
     path.write_text("methods:\n  /x.Y/Z: {auditor: any}\n")
     table = PermissionTable.load(path)
     assert table.allows("/x.Y/Z", [Role.AUDITOR]) and not table.allows(GET_BATCH, list(Role))
+
+
+REVIEW = "/callqc.v1.Review/"
+
+
+@pytest.mark.parametrize(
+    ("method", "allowed"),
+    [
+        ("ListAssignments", {Role.REVIEWER, Role.QC_MANAGER}),
+        ("AssignReviewer", {Role.QC_MANAGER}),
+        ("GetReviewItem", {Role.REVIEWER, Role.QC_MANAGER}),
+        ("SubmitReview", {Role.REVIEWER, Role.QC_MANAGER}),
+        ("AppealReview", {Role.QC_MANAGER}),
+        ("FinalizeReview", {Role.QC_MANAGER}),
+        ("GetRawTranscript", {Role.QC_MANAGER}),
+        ("ExportFindings", {Role.QC_MANAGER}),
+        ("GetCoverage", {Role.QC_MANAGER, Role.OPERATOR}),
+    ],
+)
+def test_review_service_grants(table: PermissionTable, method: str, allowed: set[Role]) -> None:
+    assert table.allowed_roles(REVIEW + method) == allowed
+
+
+def test_review_scopes_and_every_review_rpc_is_listed(table: PermissionTable) -> None:
+    from callqc.v1 import review_pb2
+
+    assert table.scopes(REVIEW + "GetReviewItem", [Role.REVIEWER]) == {Scope.ASSIGNED}
+    assert table.scopes(REVIEW + "SubmitReview", [Role.REVIEWER]) == {Scope.ASSIGNED}
+    methods = review_pb2.DESCRIPTOR.services_by_name["Review"].methods
+    assert all(table.is_known(REVIEW + m.name) for m in methods)
+    assert not table.is_known("/callqc.v1.Admin/ExportReports")  # the placeholder is gone

@@ -45,7 +45,15 @@ def test_the_three_environments_have_configs() -> None:
 
 
 def test_app_graph_is_read_from_deployments_app() -> None:
-    assert known("deployments.app:app") == {"Dispatcher", "AudioPrep", "ASR", "Speakers", "Rules", "ReportWriter"}
+    assert known("deployments.app:app") == {
+        "Dispatcher",
+        "AudioPrep",
+        "ASR",
+        "Speakers",
+        "Rules",
+        "Judge",
+        "ReportWriter",
+    }
     assert known("deployments.app:build_app") == known("deployments.app:app")  # a builder works too
 
 
@@ -77,7 +85,8 @@ def test_gpu_configs_run_asr_on_cuda_fp16_with_fractional_gpus_and_backpressure(
     for dep in config["applications"][0]["deployments"]:
         if dep["name"] == "Dispatcher":
             continue
-        scaling = dep["autoscaling_config"]
+        fixed = {"min_replicas": dep.get("num_replicas", 0), "max_replicas": dep.get("num_replicas", 0)}
+        scaling = dep.get("autoscaling_config") or {**fixed, "target_ongoing_requests": 1}  # or a fixed count
         assert 1 <= scaling["min_replicas"] <= scaling["max_replicas"], dep["name"]
         assert scaling["target_ongoing_requests"] > 0 and dep["max_ongoing_requests"] > 0
         assert dep["max_queued_requests"] > 0, f"{dep['name']}: backpressure guard missing"
@@ -87,7 +96,8 @@ def test_single_gpu_config_fits_one_gpu_node_at_max_replicas() -> None:
     config = load_config(DEPLOYMENTS / "serve_gpu_single.yaml")
     assert check_config(config, known, gpus=1, cpus=16) == []
     demand = resource_demand(config)
-    assert demand["GPU"] <= 0.6  # the rest of the GPU stays free for the diarizer and the judge
+    assert demand["GPU"] <= 1  # ASR, the NeMo diarizer and the vLLM judge share the one GPU
+    assert deployment(config, "Judge")["ray_actor_options"]["num_gpus"] < 1
     assert not any(k.startswith("callqc_pool_") for k in demand)
 
 
@@ -95,7 +105,10 @@ def test_multi_gpu_config_pins_asr_to_its_gpu_pool() -> None:
     config = load_config(DEPLOYMENTS / "serve_gpu_multi.yaml")
     asr = deployment(config, "ASR")
     assert asr["ray_actor_options"]["resources"] == {"callqc_pool_asr": 1}
-    cpu_stages = [d for d in config["applications"][0]["deployments"] if d["name"] != "ASR"]
+    assert deployment(config, "Judge")["ray_actor_options"]["resources"] == {"callqc_pool_judge": 1}
+    assert deployment(config, "Speakers")["ray_actor_options"]["resources"] == {"callqc_pool_asr": 1}
+    gpu_stages = {"ASR", "Speakers", "Judge"}
+    cpu_stages = [d for d in config["applications"][0]["deployments"] if d["name"] not in gpu_stages]
     assert all(not (d.get("ray_actor_options") or {}).get("num_gpus") for d in cpu_stages)
     assert resource_demand(config)["GPU"] > 1  # really needs several GPUs
 
@@ -110,7 +123,7 @@ Mutation = Callable[[dict[str, Any]], None]
 
 
 def _unknown_deployment(c: dict[str, Any]) -> None:
-    c["applications"][0]["deployments"].append({"name": "Judge", "num_replicas": 1})
+    c["applications"][0]["deployments"].append({"name": "Diarizer", "num_replicas": 1})
 
 
 def _negative_replicas(c: dict[str, Any]) -> None:
@@ -152,7 +165,7 @@ def _bad_import(c: dict[str, Any]) -> None:
 
 
 BAD: list[tuple[str, Mutation, str]] = [
-    ("unknown deployment", _unknown_deployment, "deployment 'Judge' is not in deployments.app:app (it has: ASR,"),
+    ("unknown deployment", _unknown_deployment, "deployment 'Diarizer' is not in deployments.app:app (it has: ASR,"),
     ("negative replicas", _negative_replicas, "callqc/Rules.num_replicas: Input should be greater than 0"),
     (
         "min above max",
@@ -183,7 +196,7 @@ def test_bad_config_is_rejected_with_a_clear_message(mutate: Mutation, message: 
 def test_too_big_for_the_node_is_reported() -> None:
     config = load_config(DEPLOYMENTS / "serve_gpu_multi.yaml")
     problems = check_config(config, known, gpus=1)
-    assert problems == ["at max replicas the deployments ask for 8 GPUs; the node has 1"]
+    assert problems == ["at max replicas the deployments ask for 12.4 GPUs; the node has 1"]
 
 
 def test_command_line_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
