@@ -54,6 +54,7 @@ class Scorecard(BaseModel):
     weights: dict[str, float] = Field(default_factory=dict)
     review_severities: frozenset[Severity] = frozenset(Severity)
     ignore_categories: frozenset[str] = frozenset({"customer_signal"})
+    judge_only_fails: bool = False  # may a finding only the LLM judge raised (no rule evidence) fail a call?
 
     def weight(self, finding: Finding) -> float:
         if finding.rule_id in self.weights:
@@ -107,6 +108,8 @@ def score_report(
             continue
         human = index in confirmed
         confidence = 1.0 if human else f.confidence
+        if f.source == "judge" and not human and not card.judge_only_fails:
+            confidence = min(confidence, card.fail_confidence - 0.01)  # the model alone sends it to review
         label = f"{f.rule_id} {f.name} ({f.severity.value}, {'confirmed' if human else f'confidence {confidence:.2f}'})"
         if f.severity == Severity.S0 and confidence >= card.fail_confidence:
             fail.append(f"{label}: S0 red line — the call fails")

