@@ -38,20 +38,7 @@ def merge_channels(channel_segments: dict[int, list[AsrSegment]], layout: Channe
     tagged.sort(key=lambda item: (item[0], item[1]))
     merged: list[Segment] = []
     for index, (_start, channel, seg) in enumerate(tagged, start=1):
-        merged.append(
-            Segment(
-                id=f"s{index:04d}",
-                role=roles.get(channel, Role.UNKNOWN),
-                channel=channel,
-                start=round(seg.start, 3),
-                end=round(seg.end, 3),
-                text=seg.text,
-                words=[
-                    Word(text=w.text, start=round(w.start, 3), end=round(w.end, 3), probability=round(w.probability, 3))
-                    for w in seg.words
-                ],
-            )
-        )
+        merged.append(_to_segment(index, roles.get(channel, Role.UNKNOWN), channel, seg))
     return merged
 
 

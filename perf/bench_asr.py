@@ -39,6 +39,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from perf.plotting import pyplot  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from callqc.asr import Transcriber, resolve_model_dir  # noqa: E402
@@ -303,13 +306,8 @@ def main() -> int:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no PNG")
+    plt = pyplot()
+    if plt is None:
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = ["callqc"] + (["baseline"] if "baseline" in result else [])

@@ -28,6 +28,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from perf.plotting import pyplot  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from callqc.diarization import DiarizationSettings, make_diarizer  # noqa: E402
@@ -128,13 +131,8 @@ def _ref_seconds(sample: Any) -> float:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no PNG")
+    plt = pyplot()
+    if plt is None:
         return
     rows = result["samples"]
     names = [r["call_id"] for r in rows]

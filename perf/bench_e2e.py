@@ -116,6 +116,11 @@ def measure(calls: int, home: Path, num_cpus: int) -> dict[str, Any]:
                 if len(done_at) == len(specs):
                     break
                 time.sleep(0.5)
+            stage_seconds: dict[str, list[float]] = {}
+            for call_id, call_state in states.items():
+                if call_state == pb.CALL_STATE_DONE:
+                    for stage, seconds in client.get_report(call_id, reply.batch_id).report.stage_seconds.items():
+                        stage_seconds.setdefault(stage, []).append(seconds)
     finally:
         stack.down()
     wall = max(done_at.values()) if done_at else float("nan")
@@ -132,6 +137,8 @@ def measure(calls: int, home: Path, num_cpus: int) -> dict[str, Any]:
         "audio_minutes_per_minute": round(audio_min / wall * 60, 3) if wall else 0.0,
         "avg_call_minutes": round(audio_min / len(done), 4) if done else 0.0,
         "completion_seconds": sorted(round(t, 2) for t in done_at.values()),
+        # mean seconds one call spent in each stage (from the reports): what a replica's throughput is made of
+        "stage_seconds_mean": {k: round(sum(v) / len(v), 3) for k, v in sorted(stage_seconds.items())},
     }
 
 

@@ -26,6 +26,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from perf.plotting import pyplot  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from callqc.judge import JudgeSettings  # noqa: E402
@@ -182,13 +185,8 @@ def main() -> int:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no PNG")
+    plt = pyplot()
+    if plt is None:
         return
     models = list(result["models"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
