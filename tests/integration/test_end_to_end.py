@@ -199,7 +199,10 @@ def test_violations_found_with_spans_on_the_spoken_phrase(sample_batch, client: 
         assert {s.role for s in report.transcript} <= {"agent", "customer"}
         agent_findings = [f for f in report.findings if f.rule_id in AGENT_RULES]
         if not expected["violations"]:
-            assert not [f for f in report.findings if f.severity == "S0"], f"{call_id}: {report.findings}"
+            # no S0 from the rules; the small CPU judge may add a (false) S0 of its own, which only sends
+            # the call to a reviewer (scorecard judge_only_fails: false), never fails it
+            rule_s0 = [f for f in report.findings if f.severity == "S0" and f.source != "judge"]
+            assert not rule_s0, f"{call_id}: {report.findings}"
             assert report.verdict != "fail"
             continue
         assert report.verdict == "fail"

@@ -51,13 +51,15 @@ def test_the_serve_config_gives_one_replica_per_stage(e2e: ModuleType) -> None:
     assert replicas["ASR"] == 1 and replicas["Dispatcher"] == 1
 
 
-def test_capacity_prediction_is_bound_by_asr_on_the_cpu_profile(e2e: ModuleType) -> None:
-    prediction = e2e.predict(avg_minutes=0.5, channels=2, profile_name="cpu", replicas={"ASR": 1})
-    assert prediction["bottleneck"] == "ASR"
+def test_capacity_prediction_names_the_slowest_stage_on_the_cpu_profile(e2e: ModuleType) -> None:
+    prediction = e2e.predict(avg_minutes=0.5, channels=2, profile_name="cpu", replicas={"ASR": 1, "Judge": 1})
+    assert prediction["bottleneck"] == "Judge"  # the 1.5B judge on 2 CPU threads: ~1 call/min
+    assert prediction["calls_per_minute"] == pytest.approx(1.0)
     # one ASR replica clears 5 channel-minutes a minute; a call is 0.5 min x 2 channels
-    assert prediction["calls_per_minute"] == pytest.approx(5.0)
-    doubled = e2e.predict(avg_minutes=0.5, channels=2, profile_name="cpu", replicas={"ASR": 2})
+    assert prediction["stages"]["ASR"]["calls_per_minute"] == pytest.approx(5.0)
+    doubled = e2e.predict(avg_minutes=0.5, channels=2, profile_name="cpu", replicas={"ASR": 2, "Judge": 2})
     assert doubled["stages"]["ASR"]["calls_per_minute"] == pytest.approx(10.0)
+    assert doubled["calls_per_minute"] == pytest.approx(2.0)
 
 
 def test_missing_stage_benchmarks_are_skipped_with_a_reason(runner: ModuleType, tmp_path: Path) -> None:
