@@ -244,6 +244,9 @@ class VllmEngine:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_gb))
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
             os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads))
+        # vLLM loads every installed plugin; NeMo registers a speech-LM one whose half-finished import (it needs
+        # peft) leaves llvmlite objects that break vLLM's kernel rebinding scan. The judge needs no plugin.
+        os.environ.setdefault("VLLM_PLUGINS", "")
         from vllm import LLM
 
         self.settings = settings

