@@ -223,7 +223,3 @@ def test_restarting_the_s3_server_mid_batch_loses_and_duplicates_nothing(stack, 
     local._save_state(state)
     batch = _poll(client, batch_id, _complete)
     _assert_each_call_inspected_once(batch, specs, raw_store, batch_id)
-
-
-def test_judge_failure_mid_batch() -> None:
-    pytest.skip("no judge stage yet (issue 6)")
