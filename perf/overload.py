@@ -96,9 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not lines:
         raise SystemExit(f"locust printed no verdict:\n{output[-4000:]}")
     verdict = json.loads(lines[-1].removeprefix(VERDICT_JSON))
-    passed = (
-        verdict["ok"] and verdict["failed"] == 0 and verdict["unfinished"] == 0 and verdict["backoffs"] > 0
-    )
+    passed = verdict["ok"] and verdict["failed"] == 0 and verdict["unfinished"] == 0 and verdict["backoffs"] > 0
     return {
         "benchmark": "overload",
         "sustainable_calls_per_minute": round(sustainable, 3),

@@ -1,4 +1,10 @@
-"""Admission control: how many accepted calls are still unfinished, refreshed in the background."""
+"""Admission control: how many accepted calls are still unfinished, refreshed in the background.
+
+Concurrent submissions must not overshoot the cap: a batch reserves its calls when it is admitted (no
+``await`` between the check and the reservation), and settles the reservation once its manifest is stored
+or refused. A refresh from S3 keeps the calls accepted while it was listing, so an in-flight listing that
+missed a new manifest cannot erase it.
+"""
 
 from __future__ import annotations
 
@@ -19,25 +25,37 @@ class BacklogMonitor:
         self.jobs = jobs
         self.limit = limit
         self.refresh_seconds = refresh_seconds
-        self.unfinished = 0
+        self.unfinished = 0  # stored, unfinished calls as of the last refresh plus those accepted since
+        self.reserved = 0  # calls of admitted batches whose manifests are being stored
+        self._accepted_total = 0
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> int:
+        accepted_before = self._accepted_total
         depth = await asyncio.to_thread(queue_depth, self.jobs)
-        self.unfinished = depth.queued_calls + depth.running_calls
+        # Calls accepted while the listing ran may be missing from it: count them (at worst twice, until
+        # the next refresh), never drop them.
+        self.unfinished = depth.queued_calls + depth.running_calls + (self._accepted_total - accepted_before)
         return self.unfinished
 
     def admit(self, new_calls: int) -> tuple[bool, str]:
-        """May a batch of ``new_calls`` be accepted now? (False, reason) when the backlog is full."""
-        if not self.limit or self.unfinished + new_calls <= self.limit:
-            return True, ""
-        return False, (
-            f"backlog is full: {self.unfinished} accepted calls unfinished, limit {self.limit}; "
-            f"retry with the same request_id after a back-off"
-        )
+        """May a batch of ``new_calls`` be accepted now? (False, reason) when the backlog is full.
 
-    def note_accepted(self, calls: int) -> None:
-        self.unfinished += calls
+        An admitted batch holds a reservation of ``new_calls`` until :meth:`settle` is called.
+        """
+        if self.limit and self.unfinished + self.reserved + new_calls > self.limit:
+            return False, (
+                f"backlog is full: {self.unfinished + self.reserved} accepted calls unfinished, "
+                f"limit {self.limit}; retry with the same request_id after a back-off"
+            )
+        self.reserved += new_calls
+        return True, ""
+
+    def settle(self, reserved: int, accepted: int) -> None:
+        """Release an admitted batch's reservation; ``accepted`` of its calls were stored for inspection."""
+        self.reserved = max(0, self.reserved - reserved)
+        self.unfinished += accepted
+        self._accepted_total += accepted
 
     def start(self) -> None:
         if self.limit and self._task is None:

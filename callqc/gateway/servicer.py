@@ -129,7 +129,6 @@ class CallQCServicer(pb_grpc.CallQCServicer):
             if not lock.locked():
                 self._submit_locks.pop(batch_id, None)
         if created:
-            self.backlog.note_accepted(len(stored.calls))
             telemetry.CALLS_ACCEPTED.inc(len(stored.calls))
             await self.security.record(
                 "batch.submit", f"batch/{stored.batch_id}", calls=stored.total, request_id=request.request_id
@@ -147,36 +146,48 @@ class CallQCServicer(pb_grpc.CallQCServicer):
     ) -> tuple[BatchManifest, bool]:
         async with lock:
             existing = await self._io(self.jobs.get_manifest, batch_id)
-            if existing is None:
-                admitted, reason = self.backlog.admit(len(request.calls))
-                if not admitted:
-                    context.set_trailing_metadata((("retry-after-ms", str(int(self.backlog.refresh_seconds * 1000))),))
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
-                accepted, rejected = self._validate_calls(request)
-                if self.settings.gateway.check_audio_on_submit:
-                    checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
-                    rejected += [status for status in checks if status is not None]
-                bad = {status.call_id for status in rejected}
-                accepted = [
-                    spec.model_copy(update={"trace_context": telemetry.start_call_trace(spec.call_id, batch_id)})
-                    for spec in accepted
-                    if spec.call_id not in bad
-                ]
-                manifest = BatchManifest(
-                    batch_id=batch_id,
-                    request_id=request.request_id,
-                    client=client,
-                    request_digest=request_digest_of(request),
-                    calls=accepted,
-                    rejected=rejected,
-                )
-            else:
+            if existing is not None:
                 manifest = existing.model_copy(update={"request_digest": request_digest_of(request)})
+                return await self._create_batch(manifest, context)
+            admitted, reason = self.backlog.admit(len(request.calls))
+            if not admitted:
+                context.set_trailing_metadata((("retry-after-ms", str(int(self.backlog.refresh_seconds * 1000))),))
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+            stored: BatchManifest | None = None
+            created = False
             try:
-                return await self._io(self.jobs.create_batch, manifest)
-            except RequestConflict as err:
-                await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
-                raise  # unreachable: abort raises
+                stored, created = await self._create_batch(await self._new_manifest(batch_id, client, request), context)
+                return stored, created
+            finally:
+                self.backlog.settle(len(request.calls), len(stored.calls) if stored is not None and created else 0)
+
+    async def _new_manifest(self, batch_id: str, client: str, request: pb.SubmitBatchRequest) -> BatchManifest:
+        """The manifest of a new batch: calls that pass the checks are queued, the rest rejected with a status."""
+        accepted, rejected = self._validate_calls(request)
+        if self.settings.gateway.check_audio_on_submit:
+            checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
+            rejected += [status for status in checks if status is not None]
+        bad = {status.call_id for status in rejected}
+        accepted = [
+            spec.model_copy(update={"trace_context": telemetry.start_call_trace(spec.call_id, batch_id)})
+            for spec in accepted
+            if spec.call_id not in bad
+        ]
+        return BatchManifest(
+            batch_id=batch_id,
+            request_id=request.request_id,
+            client=client,
+            request_digest=request_digest_of(request),
+            calls=accepted,
+            rejected=rejected,
+        )
+
+    async def _create_batch(self, manifest: BatchManifest, context) -> tuple[BatchManifest, bool]:
+        try:
+            return await self._io(self.jobs.create_batch, manifest)
+        except RequestConflict as err:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
+            raise  # unreachable: abort raises
 
     # -- UploadAudio -----------------------------------------------------------------------
     async def UploadAudio(self, request_iterator: AsyncIterator[pb.UploadAudioRequest], context):

@@ -57,9 +57,10 @@ def test_publish_then_fetch_once_and_check(raw_store: ObjectStore, tmp_path: Pat
     cache = tmp_path / "cache"
     local = fetch_model(uri, cache, lambda _bucket: counting)
     assert (local / "model.bin").read_bytes() == (model / "model.bin").read_bytes()
-    assert json.loads((local / "assembly.json").read_text())["sha256"] == hashlib.sha256(
-        (model / "model.bin").read_bytes()
-    ).hexdigest()
+    assert (
+        json.loads((local / "assembly.json").read_text())["sha256"]
+        == hashlib.sha256((model / "model.bin").read_bytes()).hexdigest()
+    )
     reads = counting.reads
     assert fetch_model(uri, cache, lambda _bucket: counting) == local
     assert counting.reads == reads + 1  # only the manifest: the files are already here and check out

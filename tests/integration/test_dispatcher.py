@@ -217,7 +217,10 @@ def test_audio_error_fails_that_call_only(jobs: JobStore) -> None:
     final = states(jobs, manifest)
     bad = final["bad"]
     assert (bad.state, bad.error, bad.error_message, bad.attempts) == (
-        CallState.FAILED, CallErrorCode.AUDIO_UNDECODABLE, "not audio", 1
+        CallState.FAILED,
+        CallErrorCode.AUDIO_UNDECODABLE,
+        "not audio",
+        1,
     )
     assert bad.report_key == ""
     assert stages.prepared["bad"] == 1  # a CallProcessingError is not retried

@@ -6,6 +6,8 @@ The server runs on its own event loop in a background thread; tests talk to it w
 from __future__ import annotations
 
 import hashlib
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -361,6 +363,26 @@ def test_full_backlog_answers_resource_exhausted_and_a_backing_off_client_gets_i
     jobs.close_batch(first.batch_id)
     reply = client.submit("bp-2", [spec("c", key)], max_backoff_seconds=GUARD_SECONDS)
     assert reply.created and reply.counts.queued == 1
+
+
+def test_concurrent_submissions_cannot_overshoot_the_backlog_cap(make_gateway: GatewayFactory) -> None:
+    """Six batches of 2 sent at the same moment against a cap of 2: exactly one gets in, the rest are
+    RESOURCE_EXHAUSTED (the CI once saw all of them admitted while the first was still being stored)."""
+    client = make_gateway({"max_backlog_calls": 2, "backlog_refresh_seconds": 3600})
+    key = client.upload_bytes(audio_bytes(12), "race.wav").audio_key
+    start = threading.Barrier(6)
+
+    def submit(n: int) -> grpc.StatusCode:
+        start.wait()
+        try:
+            client.submit(f"race-{n}", [spec(f"r{n}a", key), spec(f"r{n}b", key)])
+        except grpc.RpcError as err:
+            return err.code()
+        return grpc.StatusCode.OK
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = list(pool.map(submit, range(6)))
+    assert sorted(c.name for c in codes) == ["OK"] + ["RESOURCE_EXHAUSTED"] * 5, codes
 
 
 def test_without_the_intake_check_a_missing_audio_key_is_queued_for_audioprep_to_fail(

@@ -141,7 +141,9 @@ def test_statuses_reflect_set_status_and_put_rejections_first(jobs: JobStore) ->
     ]
     assert statuses[0].error == CallErrorCode.AUDIO_NOT_FOUND
     assert (statuses[3].error, statuses[3].error_message, statuses[3].attempts) == (
-        CallErrorCode.AUDIO_UNDECODABLE, "junk", 1
+        CallErrorCode.AUDIO_UNDECODABLE,
+        "junk",
+        1,
     )
     assert jobs.get_status(m.batch_id, "c3").error == CallErrorCode.AUDIO_UNDECODABLE
 

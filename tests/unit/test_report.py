@@ -81,8 +81,15 @@ def sample_report(findings: list[Finding] | None = None) -> Report:
         call_id="call-001", audio_key="audio/uploads/" + SHA, channel_layout=ChannelLayout.STEREO_AGENT_RIGHT
     )
     transcript = [
-        Segment(id="s0001", role=Role.AGENT, channel=1, start=0.0, end=2.0, text="您好",
-                words=[Word(text="您", start=0.0, end=0.5, probability=0.9), Word(text="好", start=0.5, end=1.0)]),
+        Segment(
+            id="s0001",
+            role=Role.AGENT,
+            channel=1,
+            start=0.0,
+            end=2.0,
+            text="您好",
+            words=[Word(text="您", start=0.0, end=0.5, probability=0.9), Word(text="好", start=0.5, end=1.0)],
+        ),
         Segment(id="s0002", role=Role.CUSTOMER, channel=0, start=2.5, end=3.0, text="喂"),
     ]
     if findings is None:
