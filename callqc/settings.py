@@ -62,6 +62,10 @@ class GatewaySettings(BaseModel):
     # Check at intake that every audio key exists (one S3 HEAD per call: early AUDIO_NOT_FOUND in the
     # SubmitBatch reply). Off: the same error is recorded by AudioPrep moments later; intake is ~4x faster.
     check_audio_on_submit: bool = True
+    # Content-addressed uploads (audio/uploads/<sha256>) never change: the gateway remembers the sizes it
+    # stored or checked, so a batch referencing them costs no HEAD. 0 entries = always ask S3.
+    known_audio_entries: int = Field(default=200_000, ge=0)
+    known_audio_ttl_seconds: float = Field(default=900.0, gt=0)
     backlog_refresh_seconds: float = 5.0
 
 

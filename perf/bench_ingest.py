@@ -8,8 +8,12 @@ client-side encryption at rest, audit trail, per-call trace; ``tls_mode=local`` 
 few audio objects and has ``--threads`` client threads submit batches of ``--batch`` calls referencing them for
 ``--seconds`` per scenario. Scenarios (each a fresh gateway process on the same S3 server):
 
-* ``gateway``                 the product as shipped, batches of ``--batch``
-* ``gateway_batch1``          the same, one call per batch
+* ``gateway``                 the product as shipped, batches of ``--batch`` whose calls reference content-addressed
+                              uploads (``audio/uploads/<sha256>``, as ``UploadAudio`` stores them): the gateway
+                              knows their sizes after the first check and sends no HEAD for them
+* ``gateway_direct_keys``     the same, but every call of a batch references its own key under a call system's
+                              own path (written straight to S3, mutable): one S3 HEAD per call
+* ``gateway_batch1``          the same as ``gateway``, one call per batch
 * ``baseline_s3``             no gateway: the same threads write the same encrypted manifest + open marker
                               straight to S3 (the floor a durable ack costs); figures are ratios against it
 * ``no_audio_check`` / ``no_audit`` / ``no_trace`` / ``no_encryption`` / ``all_off``   ablations of the
@@ -83,7 +87,11 @@ def _apply_variant(variant: str) -> None:
 
     off = variant == "all_off"
     if variant == "no_audio_check" or off:
-        CallQCServicer._check_audio = lambda self, spec: None  # type: ignore[method-assign]
+
+        async def no_audio_problems(self: Any, specs: Any) -> list:
+            return []
+
+        CallQCServicer._audio_problems = no_audio_problems  # type: ignore[method-assign]
     if variant == "no_audit" or off:
 
         async def no_record(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -332,7 +340,8 @@ def main() -> int:
     from callqc.security.tokens import TokenIssuer, generate_signing_key, write_signing_key
     from callqc.storage import ObjectStore, open_store
 
-    wanted = [s for s in args.scenarios.split(",") if s] or ["gateway", "gateway_batch1", "baseline_s3", *ABLATIONS]
+    everything = ["gateway", "gateway_direct_keys", "gateway_batch1", "baseline_s3", *ABLATIONS]
+    wanted = [s for s in args.scenarios.split(",") if s] or everything
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="callqc-ingest-") as tmp:
         root = Path(tmp)
@@ -363,6 +372,12 @@ def main() -> int:
                 for bucket in (store, plain_store):
                     bucket.put_bytes(f"audio/uploads/{sha}", data, metadata={"sha256": sha})
                 audio.append((f"audio/uploads/{sha}", sha))
+            direct = []  # a call system's own keys (not content-addressed): the gateway HEADs each one
+            for i in range(args.batch):
+                data = os.urandom(1024) + i.to_bytes(4, "big")
+                for bucket in (store, plain_store):
+                    bucket.put_bytes(f"audio/direct/{i:05d}.wav", data)
+                direct.append((f"audio/direct/{i:05d}.wav", hashlib.sha256(data).hexdigest()))
             token = TokenIssuer.from_settings(settings.security.tokens).issue(
                 "bench-system", ["call_system"], kind="service", ttl_seconds=3600
             )
@@ -371,10 +386,11 @@ def main() -> int:
                 if name == "baseline_s3":
                     scenarios.append(run_baseline(store, audio, args))
                 else:
-                    variant = name.removesuffix("_batch1")
+                    variant = name.removesuffix("_batch1").removesuffix("_direct_keys")
                     batch = 1 if name.endswith("_batch1") else args.batch
+                    keys = direct if name.endswith("_direct_keys") else audio
                     with gateway_process(config_path, variant) as target:
-                        scenarios.append(run_gateway_scenario(name, target, token, audio, args, batch))
+                        scenarios.append(run_gateway_scenario(name, target, token, keys, args, batch))
                 print(json.dumps(scenarios[-1].summary()), flush=True)
             if args.profile:
                 with gateway_process(config_path, "gateway", args.out / "ingest_profile.txt") as target:

@@ -25,6 +25,7 @@ from callqc.gateway.convert import (
     valid_batch_id,
     valid_call_id,
 )
+from callqc.gateway.known_audio import KnownAudio
 from callqc.gateway.security import GatewaySecurity
 from callqc.jobs import BatchManifest, CallStatus, JobStore, RequestConflict, batch_id_for
 from callqc.models import CallSpec, CallState
@@ -60,6 +61,11 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         self.backlog = BacklogMonitor(
             self.jobs, settings.gateway.max_backlog_calls, settings.gateway.backlog_refresh_seconds
         )
+        self.known_audio = KnownAudio(
+            f"{settings.s3.audio_prefix}uploads/",
+            settings.gateway.known_audio_entries,
+            settings.gateway.known_audio_ttl_seconds,
+        )
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -86,23 +92,32 @@ class CallQCServicer(pb_grpc.CallQCServicer):
                 )
         return accepted, rejected
 
-    def _check_audio(self, spec: CallSpec) -> CallStatus | None:
-        info = self.store.stat(spec.audio_key)
+    def _audio_size(self, key: str) -> int | None:
+        """The object's size from S3 (None when there is none), remembered when the key is immutable."""
+        info = self.store.stat(key)
         if info is None:
-            return CallStatus(
-                call_id=spec.call_id,
-                state=CallState.FAILED,
-                error=CallErrorCode.AUDIO_NOT_FOUND,
-                error_message=f"no object {spec.audio_key!r} in the audio bucket",
-            )
-        if info.size > self.settings.audio.max_bytes:
-            return CallStatus(
-                call_id=spec.call_id,
-                state=CallState.FAILED,
-                error=CallErrorCode.AUDIO_TOO_LARGE,
-                error_message=f"audio is {info.size} bytes; the cap is {self.settings.audio.max_bytes}",
-            )
-        return None
+            return None
+        self.known_audio.remember(key, info.size)
+        return info.size
+
+    async def _audio_problems(self, specs: list[CallSpec]) -> list[CallStatus]:
+        """Intake check of the audio keys: one HEAD per distinct key the gateway does not already know."""
+        sizes = {spec.audio_key: self.known_audio.size_of(spec.audio_key) for spec in specs}
+        unknown = [key for key, size in sizes.items() if size is None]
+        found = await asyncio.gather(*(self._io(self._audio_size, key) for key in unknown))
+        sizes.update(zip(unknown, found, strict=True))
+        cap = self.settings.audio.max_bytes
+        problems: list[CallStatus] = []
+        for spec in specs:
+            size = sizes[spec.audio_key]
+            if size is None:
+                code, message = CallErrorCode.AUDIO_NOT_FOUND, f"no object {spec.audio_key!r} in the audio bucket"
+            elif size > cap:
+                code, message = CallErrorCode.AUDIO_TOO_LARGE, f"audio is {size} bytes; the cap is {cap}"
+            else:
+                continue
+            problems.append(CallStatus(call_id=spec.call_id, state=CallState.FAILED, error=code, error_message=message))
+        return problems
 
     async def SubmitBatch(self, request: pb.SubmitBatchRequest, context: grpc.aio.ServicerContext):
         if not request.request_id or len(request.request_id) > REQUEST_ID_MAX:
@@ -165,8 +180,7 @@ class CallQCServicer(pb_grpc.CallQCServicer):
         """The manifest of a new batch: calls that pass the checks are queued, the rest rejected with a status."""
         accepted, rejected = self._validate_calls(request)
         if self.settings.gateway.check_audio_on_submit:
-            checks = await asyncio.gather(*(self._io(self._check_audio, spec) for spec in accepted))
-            rejected += [status for status in checks if status is not None]
+            rejected += await self._audio_problems(accepted)
         bad = {status.call_id for status in rejected}
         accepted = [
             spec.model_copy(update={"trace_context": telemetry.start_call_trace(spec.call_id, batch_id)})
@@ -227,6 +241,7 @@ class CallQCServicer(pb_grpc.CallQCServicer):
                 # S3 user metadata must be US-ASCII: percent-encode the (often Chinese) file name
                 meta = {"sha256": sha256, "filename": quote((header.filename if header else "")[:200])}
                 await self._io(self.store.put_stream, key, spool, size, meta)
+            self.known_audio.remember(key, size)
         await self.security.record("audio.upload", key, size=size)
         return pb.UploadAudioResponse(audio_key=key, sha256=sha256, size=size)
 

@@ -385,6 +385,17 @@ def test_concurrent_submissions_cannot_overshoot_the_backlog_cap(make_gateway: G
     assert sorted(c.name for c in codes) == ["OK"] + ["RESOURCE_EXHAUSTED"] * 5, codes
 
 
+def test_intake_checks_each_distinct_key_and_never_assumes_an_unseen_upload_exists(
+    client: CallQCClient, jobs: JobStore
+) -> None:
+    key = client.upload_bytes(audio_bytes(13), "known.wav").audio_key  # the gateway knows this one's size
+    never_uploaded = "audio/uploads/" + "0" * 64
+    reply = client.submit("known-keys", [spec("k1", key), spec("k2", key), spec("k3", never_uploaded), spec("k4", key)])
+    assert reply.counts.queued == 3 and reply.counts.failed == 1
+    [rejected] = reply.rejected
+    assert (rejected.call_id, pb.CallError.Name(rejected.error)) == ("k3", "CALL_ERROR_AUDIO_NOT_FOUND")
+
+
 def test_without_the_intake_check_a_missing_audio_key_is_queued_for_audioprep_to_fail(
     make_gateway: GatewayFactory,
 ) -> None:
