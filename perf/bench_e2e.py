@@ -56,12 +56,16 @@ def serve_replicas(config: Path) -> dict[str, int]:
     return out
 
 
-def predict(avg_minutes: float, channels: int, profile_name: str, replicas: dict[str, int]) -> dict[str, Any]:
+def predict(
+    avg_minutes: float, channels: int, profile_name: str, replicas: dict[str, int], judge: bool = True
+) -> dict[str, Any]:
     """Calls/min the capacity model says this stack clears, and which stage limits it."""
     profile = load_profiles()[profile_name]
     one_call_per_minute = Workload(calls_per_day=1440, avg_minutes=avg_minutes, channels_per_call=channels)
     stages = {}
     for name, figure in profile.stages.items():
+        if name == "Judge" and not judge:
+            continue  # the stack ran with judge.engine=none: the Judge stage passes calls straight through
         per_call = demand_per_minute(one_call_per_minute, figure.unit)  # units per call
         count = replicas.get(name, 1)
         stages[name] = {
@@ -81,9 +85,10 @@ def predict(avg_minutes: float, channels: int, profile_name: str, replicas: dict
     }
 
 
-def measure(calls: int, home: Path, num_cpus: int) -> dict[str, Any]:
+def measure(calls: int, home: Path, num_cpus: int, judge: bool) -> dict[str, Any]:
     settings = load_settings(home=home, s3={"endpoint": "127.0.0.1:0"}, gateway={"port": 0})
-    stack = LocalStack(settings, num_cpus=num_cpus, log=lambda m: print(f"  stack: {m}", flush=True))
+    env = {} if judge else {"CALLQC_JUDGE__ENGINE": "none"}
+    stack = LocalStack(settings, num_cpus=num_cpus, env=env, log=lambda m: print(f"  stack: {m}", flush=True))
     started = time.perf_counter()
     state = stack.up(timeout=300)
     up_seconds = time.perf_counter() - started
@@ -172,13 +177,17 @@ def main() -> int:
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs given to Ray (the stack's default: 2)")
     parser.add_argument("--profile", default="cpu", help="profile of operators/capacity.yaml to compare with")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument(
+        "--no-judge", dest="judge", action="store_false", help="run the stack with judge.engine=none (rules only)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cq-e2e-") as tmp:
-        measured = measure(args.calls, Path(tmp) / "home", args.num_cpus)
-    predicted = predict(measured["avg_call_minutes"] or 1.0, 2, args.profile, serve_replicas(DEFAULT_SERVE_CONFIG))
+        measured = measure(args.calls, Path(tmp) / "home", args.num_cpus, args.judge)
+    replicas = serve_replicas(DEFAULT_SERVE_CONFIG)
+    predicted = predict(measured["avg_call_minutes"] or 1.0, 2, args.profile, replicas, args.judge)
     error = (predicted["calls_per_minute"] - measured["calls_per_minute"]) / measured["calls_per_minute"]
     result = {
         "benchmark": "e2e",
@@ -189,6 +198,7 @@ def main() -> int:
             "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # > cpus: other work skewed the run
         },
         "serve_config": str(DEFAULT_SERVE_CONFIG.relative_to(REPO_ROOT)),
+        "judge": args.judge,  # False: judge.engine=none (rules only)
         "measured": measured,
         "predicted": predicted,
         "prediction_error": round(error, 3),

@@ -35,11 +35,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VERDICT_JSON = "CALLQC-VERDICT-JSON "
 
 
-def sustainable_from_e2e(results: Path) -> float:
+def sustainable_from_e2e(results: Path, judge: bool) -> float:
     path = results / "e2e.json"
     if not path.exists():
         raise SystemExit(f"no {path}: run perf/bench_e2e.py first or pass --sustainable-cpm")
-    return float(json.loads(path.read_text())["measured"]["calls_per_minute"])
+    e2e = json.loads(path.read_text())
+    if e2e.get("judge", False) != judge:
+        flag = "" if judge else " --no-judge"
+        raise SystemExit(f"{path} was measured with judge={e2e.get('judge', False)}: run perf/bench_e2e.py{flag} first")
+    return float(e2e["measured"]["calls_per_minute"])
 
 
 def overload_profile(calls_per_minute: float, minutes: float, sla_seconds: float) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def overload_profile(calls_per_minute: float, minutes: float, sla_seconds: float
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    sustainable = args.sustainable_cpm or sustainable_from_e2e(args.out)
+    sustainable = args.sustainable_cpm or sustainable_from_e2e(args.out, args.judge)
     offered = sustainable * args.factor
     cap = args.cap or max(2, math.ceil(sustainable))  # about one minute of work may wait
     profile = overload_profile(offered, args.minutes, sla_seconds=args.sla_minutes * 60)
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profile_path.write_text(yaml.safe_dump(profile))
         settings = load_settings(home=home, s3={"endpoint": "127.0.0.1:0"}, gateway={"port": 0})
         cap_env = {"CALLQC_GATEWAY__MAX_BACKLOG_CALLS": str(cap), "CALLQC_GATEWAY__BACKLOG_REFRESH_SECONDS": "2"}
+        if not args.judge:
+            cap_env["CALLQC_JUDGE__ENGINE"] = "none"
         stack = LocalStack(settings, num_cpus=os.cpu_count() or 2, env=cap_env)
         state = stack.up(timeout=600)
         try:
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "offered_calls_per_minute": round(offered, 3),
         "minutes": args.minutes,
         "backlog_cap_calls": cap,
+        "judge": args.judge,
         "wall_seconds": round(wall, 1),
         "locust_exit_code": result.returncode,
         "verdict": verdict,
@@ -149,6 +156,7 @@ def main() -> int:
     parser.add_argument("--cap", type=int, default=0, help="gateway.max_backlog_calls (default: 1 min of work)")
     parser.add_argument("--sla-minutes", type=float, default=60.0, help="inspected within this after submission")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "perf" / "results")
+    parser.add_argument("--no-judge", dest="judge", action="store_false", help="judge.engine=none (rules only)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = run(args)

@@ -60,6 +60,8 @@ def test_capacity_prediction_names_the_slowest_stage_on_the_cpu_profile(e2e: Mod
     doubled = e2e.predict(avg_minutes=0.5, channels=2, profile_name="cpu", replicas={"ASR": 2, "Judge": 2})
     assert doubled["stages"]["ASR"]["calls_per_minute"] == pytest.approx(10.0)
     assert doubled["calls_per_minute"] == pytest.approx(2.0)
+    rules_only = e2e.predict(0.5, 2, "cpu", {"ASR": 1, "Judge": 1}, judge=False)  # judge.engine=none
+    assert "Judge" not in rules_only["stages"] and rules_only["bottleneck"] == "ASR"
 
 
 def test_missing_stage_benchmarks_are_skipped_with_a_reason(runner: ModuleType, tmp_path: Path) -> None:
