@@ -28,7 +28,6 @@ from callqc.models import (
     JudgeSummary,
     RoleAssignment,
     Segment,
-    Severity,
 )
 from callqc.scorecard import Scorecard, default_scorecard, score_report
 
@@ -82,20 +81,6 @@ def idempotency_key(call_id: str, audio_sha256: str, versions: Versions) -> str:
     """
     parts = [call_id, audio_sha256, *versions.model_dump(exclude={"scorecard"}).values()]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-
-
-FAIL_CONFIDENCE = 0.8  # S0 findings below this (keyword candidates for judge-only checks) go to review
-
-
-def verdict(findings: list[Finding], fail_confidence: float = FAIL_CONFIDENCE) -> str:
-    """Legacy rule without a scorecard (build_report uses ``callqc.scorecard``): a confident S0 agent finding
-    fails the call; other agent findings need a reviewer; else pass."""
-    agent_findings = [f for f in findings if f.category != "customer_signal"]
-    if any(f.severity == Severity.S0 and f.confidence >= fail_confidence for f in agent_findings):
-        return "fail"
-    if agent_findings:
-        return "needs_review"
-    return "pass"
 
 
 def build_report(

@@ -9,7 +9,8 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from callqc.models import CallSpec, ChannelLayout, Finding, Role, Segment, Severity, Word
-from callqc.report import Report, Versions, build_report, idempotency_key, report_json, verdict
+from callqc.report import Report, Versions, build_report, idempotency_key, report_json
+from callqc.scorecard import default_scorecard, score_report
 from callqc.v1 import callqc_pb2 as pb
 
 VERSIONS = Versions(pipeline="callqc/0.1.0", asr_model="whisper-base", rule_pack="pack/1", speakers="channel-split/1")
@@ -40,8 +41,8 @@ def signal(rule_id: str = "C01", severity: Severity = Severity.S1) -> Finding:
         ),
     ],
 )
-def test_verdict(findings: list[Finding], expected: str) -> None:
-    assert verdict(findings) == expected
+def test_verdict_of_the_packaged_scorecard(findings: list[Finding], expected: str) -> None:
+    assert score_report(findings, default_scorecard())[1] == expected
 
 
 # ---- idempotency key ---------------------------------------------------------------------------
@@ -165,13 +166,3 @@ def test_report_json_parses_into_the_proto_strictly() -> None:
 def test_model_and_proto_have_the_same_fields(model: type[BaseModel], message: type) -> None:
     """Guards both directions: a field only in the proto would silently never be filled."""
     assert set(model.model_fields) == {f.name for f in message.DESCRIPTOR.fields}
-
-
-def test_low_confidence_s0_candidate_needs_review_not_fail() -> None:
-    """A keyword candidate for a judge-only check must not fail a call on its own."""
-    from callqc.models import Finding, Severity
-    from callqc.report import verdict
-
-    candidate = Finding(rule_id="R02", name="身份核实", severity=Severity.S0, confidence=0.6)
-    assert verdict([candidate]) == "needs_review"
-    assert verdict([candidate.model_copy(update={"confidence": 0.95})]) == "fail"
