@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
+from functools import lru_cache
 
 from callqc.models import CallMetadata, Finding, Role
 from callqc.rules.compiler import CompiledRule, PatternInfo, PatternRole
 from callqc.rules.context import CallText, RuleHit
-from callqc.rules.pack import Defaults
+from callqc.rules.guards import NegationGuard
+from callqc.rules.pack import Defaults, Negation
 from callqc.textnorm import Amount, find_amounts, find_days, normalize_text
 
 _APPROXIMATE = ("多", "左右", "来", "余", "几", "上下")
+# How an answer to "请问是张三先生吗？" opens when it is someone else (besides a negation word).
+_DENIAL_OPENERS = ("no ", "nope", "wrong number", "打错")
+_INTERJECTIONS = "啊喂嗯哦呃额唉哎 "  # 喂不是 / 啊不是: an interjection may come first
 
 
 @dataclass
@@ -120,12 +125,33 @@ def _guarded(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> list[Rule
 # --- rule types -----------------------------------------------------------------------------
 
 
+def _per_segment(hits: list[RuleHit]) -> list[list[RuleHit]]:
+    """Sorted hits grouped by segment: one rule says one thing about one turn, however often it matched."""
+    groups: list[list[RuleHit]] = []
+    for hit in hits:
+        if groups and groups[-1][0].seg == hit.seg:
+            groups[-1].append(hit)
+        else:
+            groups.append([hit])
+    return groups
+
+
+def _segment_finding(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> Finding:
+    """One finding for all hits of a rule in one segment: the span from the first to the last."""
+    if len(hits) == 1:
+        return _hit_finding(cr, inp, hits[0])
+    labels = list(dict.fromkeys(inp.infos[h.pattern].label for h in hits))
+    merged = hits[0]._replace(phonetic=all(h.phonetic for h in hits))
+    why = f"matched {', '.join(repr(label) for label in labels)} ({len(hits)} times in this turn)"
+    return _hit_finding(cr, inp, merged, end=max(h.end for h in hits), why=why)
+
+
 def check_keyword(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
-    """Prohibited phrases (agent) or customer signals: every guarded, de-duplicated hit."""
+    """Prohibited phrases (agent) or customer signals: one finding per segment with guarded hits."""
     if not _when_ok(cr, inp.metadata):
         return []
     hits = _dedupe(_guarded(cr, inp, _scoped(cr, inp, inp.role_hits(PatternRole.TRIGGER))))
-    return [_hit_finding(cr, inp, h) for h in hits[: inp.defaults.max_findings_per_rule]]
+    return [_segment_finding(cr, inp, group) for group in _per_segment(hits)[: inp.defaults.max_findings_per_rule]]
 
 
 def _window(cr: CompiledRule, duration: float) -> tuple[float, float, str]:
@@ -173,11 +199,40 @@ def check_required(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
     ]
 
 
+@lru_cache(maxsize=8)
+def _denial_guard(negation: Negation) -> NegationGuard:
+    return NegationGuard.build(negation)
+
+
+def _answered(inp: RuleInput, hit: RuleHit) -> bool:
+    """An identity check counts unless the one who answers it is not the person asked for.
+
+    The answer is the first other-side segment after the check: a third party (我是他妈妈 said by a
+    speaker diarized as third_party), or an answer that opens with a denial (不是，我是他同事 / "No, this
+    is his wife") means the identity was not verified. No answer at all (one-sided or undiarized
+    transcript) keeps the check.
+    """
+    call = inp.call
+    guard = _denial_guard(inp.defaults.negation)
+    for seg in range(hit.seg + 1, len(call.segments)):
+        role = call.role(seg)
+        if role in (Role.AGENT, Role.UNKNOWN):
+            continue
+        if role == Role.THIRD_PARTY:
+            return False
+        text = call.seg_text(seg).lstrip(_INTERJECTIONS)
+        if text in ("no", "nope") or text.startswith(_DENIAL_OPENERS):
+            return False
+        m = guard.regex.match(text) if guard.regex else None
+        return m is None or guard.exempt_text(text, m)
+    return True
+
+
 def check_sequence(cr: CompiledRule, inp: RuleInput) -> list[Finding]:
-    """R02: a trigger (debt detail) said before any prerequisite (identity check)."""
+    """R02: a trigger (debt detail) said before any prerequisite (identity check) the person confirmed."""
     if not _when_ok(cr, inp.metadata):
         return []
-    prereq = _scoped(cr, inp, inp.role_hits(PatternRole.PREREQUISITE))
+    prereq = [h for h in _scoped(cr, inp, inp.role_hits(PatternRole.PREREQUISITE)) if _answered(inp, h)]
     first = min(((h.seg, h.start) for h in prereq), default=None)
     triggers = _guarded(cr, inp, _scoped(cr, inp, inp.role_hits(PatternRole.TRIGGER)))
     early = [h for h in _dedupe(triggers) if first is None or (h.seg, h.start) < first]

@@ -19,7 +19,7 @@ runner = CliRunner()
 def test_validate_ok() -> None:
     result = runner.invoke(rules_app, ["validate", str(default_pack_path())])
     assert result.exit_code == 0, result.output
-    assert "version 2026.11.1" in result.output and "32 rules" in result.output
+    assert "version 2026.11.2" in result.output and "32 rules" in result.output
 
 
 def test_validate_bad_pack_exits_1_naming_the_rule(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_check_json() -> None:
     result = runner.invoke(rules_app, ["check", str(default_pack_path()), str(DATA / "calls.jsonl"), "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
-    assert out["pack_version"] == "2026.11.1" and out["calls"] == 3
+    assert out["pack_version"] == "2026.11.2" and out["calls"] == 3
     by_call = {c["call_id"]: {f["rule_id"] for f in c["findings"]} for c in out["results"]}
     assert {"F03", "F06", "F15"} <= by_call["c1"] and "R02" not in by_call["c1"]
     assert {"C01", "F16", "R01", "R02", "R05", "R09"} <= by_call["c2"]

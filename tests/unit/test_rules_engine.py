@@ -44,6 +44,23 @@ def test_evidence_is_original_text_and_span_is_narrowed_to_words(backend: str) -
     assert f01.source == "rule" and f01.category == "prohibited" and f01.severity == "S0"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_many_hits_of_a_rule_in_one_turn_are_one_finding_spanning_them(backend: str) -> None:
+    transcript = transcript_from_turns(
+        [
+            ("agent", "再不还钱我找人打断你的腿，还要打断你的腿，弄死你。", 0.0, 12.0),
+            ("customer", "你说什么？", 12.0, 13.0),
+            ("agent", "我找人打断你的腿。", 13.0, 16.0),
+        ]
+    )
+    f01 = _by_rule(engine(backend).evaluate(transcript), "F01")
+    assert [f.segment_ids for f in f01] == [["call-0"], ["call-2"]]  # one per turn, not one per match
+    first = f01[0]
+    assert first.evidence.startswith("打断你的腿") and first.evidence.endswith("弄死你")
+    assert "times in this turn" in first.rationale
+    assert 0.0 <= first.start < first.end <= 12.0  # no word timings here: the span is the turn
+
+
 def test_span_falls_back_to_the_segment_without_words() -> None:
     transcript = transcript_from_turns([("agent", "你就是个老赖", 3.0, 5.5)])
     [f03] = _by_rule(engine().evaluate(transcript), "F03")
@@ -121,7 +138,7 @@ def test_agent_first_use_is_found_even_after_the_customer_used_the_phrase() -> N
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_run_records_pack_version_and_backend(backend: str) -> None:
     run = engine(backend).run(transcript_from_turns([("agent", "你就是个老赖")]))
-    assert run.pack_version == "2026.11.1" and run.backend == backend
+    assert run.pack_version == "2026.11.2" and run.backend == backend
     assert any(f.rule_id == "F03" for f in run.findings)
 
 

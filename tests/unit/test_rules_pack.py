@@ -38,7 +38,7 @@ def _pack_with(rule_fields: str) -> str:
 def test_default_pack_loads_from_every_source_type() -> None:
     path = default_pack_path()
     from_path = load_rule_pack(path)
-    assert from_path.version == "2026.11.1"
+    assert from_path.version == "2026.11.2"
     assert load_rule_pack(path.read_text(encoding="utf-8")).version == from_path.version
     assert load_rule_pack(path.read_bytes()).sha256 == from_path.sha256
     assert len(from_path.sha256) == 64
@@ -112,7 +112,7 @@ def test_rule_defaults() -> None:
     assert not pack.rule("C01").negation_on  # self-harm: recall first
     assert not pack.rule("C02").quotation_on  # customer scope: the agent does not quote itself
     assert not pack.rule("R05").negation_on
-    assert pack.defaults.negation.window == 6
+    assert pack.defaults.negation.window == 10
 
 
 def _call_with_threat() -> object:
