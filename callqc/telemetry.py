@@ -73,15 +73,19 @@ def tracer() -> trace.Tracer:
 
 
 def start_call_trace(call_id: str, batch_id: str) -> dict[str, str]:
-    """Begin a new trace for one accepted call (a short root span); returns its context to store."""
-    with tracer().start_as_current_span(
+    """Begin a new trace for one accepted call (a short root span); returns its context to store.
+
+    The span is never made current (no context attach/detach per call: intake does this per call).
+    """
+    span = tracer().start_span(
         "callqc.call.accepted",
         context=otel_context.Context(),  # a new trace per call, not a child of the batch RPC
         attributes={"callqc.call_id": call_id, "callqc.batch_id": batch_id},
-    ):
-        carrier: dict[str, str] = {}
-        inject(carrier)
-        return carrier
+    )
+    carrier: dict[str, str] = {}
+    inject(carrier, context=trace.set_span_in_context(span))
+    span.end()
+    return carrier
 
 
 @contextlib.contextmanager
