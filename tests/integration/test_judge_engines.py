@@ -18,42 +18,29 @@ from callqc.judge import JudgeSettings
 from callqc.judge.engines import ChatRequest, JudgeEngineError, JudgeEngineTimeout, XllamacppEngine, make_engine
 from callqc.judge.judge import Judge
 from callqc.judge.schema import output_schema, parse_answer
-from callqc.models import CallMetadata, Finding, Ledger, Role, Segment, Transcript
-from callqc.rules import load_rule_pack
-from callqc.rules.pack import default_pack_path
+from callqc.models import CallMetadata, Finding, Ledger, Role, Transcript
+
+from ..judge_calls import PACK, pack_candidate, timed_segments
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PACK = load_rule_pack(default_pack_path())
 SMALL = JudgeSettings(model="qwen2.5-coder-0.5b", threads=2, n_parallel=2, ctx_size=4096, max_tokens=512)
 
 
 def threat_call() -> tuple[Transcript, CallMetadata, list[Finding]]:
-    lines = [
-        (Role.AGENT, "您好，我是某某消费金融贷后专员，工号1234，来电是关于您名下贷款。"),
-        (Role.AGENT, "请问是张三先生本人吗？"),
-        (Role.CUSTOMER, "是我，怎么了？"),
-        (Role.AGENT, "你已经逾期三十天了，今天不还钱，我就找人去你家，让你全村都知道你是个骗子。"),
-        (Role.CUSTOMER, "你这是威胁我，我要打电话投诉你们。"),
-        (Role.AGENT, "随便你投诉，出门小心点。"),
-    ]
-    segments = [
-        Segment(id=f"s{i:04d}", role=role, start=3.0 * (i - 1), end=3.0 * i, text=text)
-        for i, (role, text) in enumerate(lines, start=1)
-    ]
-    transcript = Transcript(language="zh", duration=18.0, segments=segments)
-    rule = PACK.rule("F02")
-    candidate = Finding(
-        rule_id="F02",
-        name=rule.name,
-        severity=rule.severity,
-        category=rule.category,
-        segment_ids=["s0004"],
-        start=9.0,
-        end=12.0,
-        evidence="全村都知道",
-        confidence=rule.confidence,
+    segments = timed_segments(
+        [
+            (Role.AGENT, "您好，我是某某消费金融贷后专员，工号1234，来电是关于您名下贷款。"),
+            (Role.AGENT, "请问是张三先生本人吗？"),
+            (Role.CUSTOMER, "是我，怎么了？"),
+            (Role.AGENT, "你已经逾期三十天了，今天不还钱，我就找人去你家，让你全村都知道你是个骗子。"),
+            (Role.CUSTOMER, "你这是威胁我，我要打电话投诉你们。"),
+            (Role.AGENT, "随便你投诉，出门小心点。"),
+        ],
+        seconds=3.0,
     )
+    transcript = Transcript(language="zh", duration=18.0, segments=segments)
+    candidate = pack_candidate("F02", segments[3], evidence="全村都知道")
     return transcript, CallMetadata(ledger=Ledger(amount_due=30000, overdue_days=30)), [candidate]
 
 

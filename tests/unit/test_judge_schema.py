@@ -18,11 +18,9 @@ from callqc.judge.engines import ChatRequest, Completion, EngineStats, JudgeEngi
 from callqc.judge.judge import Judge
 from callqc.judge.prompts import chunk_transcript, prompt_version, render_segment, system_prompt
 from callqc.judge.schema import InvalidJudgeOutput, output_schema, parse_answer
-from callqc.models import CallMetadata, Finding, Ledger, Role, Segment, Severity, Transcript
-from callqc.rules import load_rule_pack
-from callqc.rules.pack import default_pack_path
+from callqc.models import CallMetadata, Finding, Ledger, Role, Segment, Transcript
 
-PACK = load_rule_pack(default_pack_path())
+from ..judge_calls import PACK, pack_candidate, timed_segments
 
 Answer = str | Callable[[ChatRequest], str]
 
@@ -63,37 +61,20 @@ def seg(i: int, role: Role, text: str, start: float) -> Segment:
 
 
 def threat_call() -> tuple[Transcript, CallMetadata, list[Finding]]:
-    segments = [
-        seg(1, Role.AGENT, "您好，我是某某消费金融贷后专员，工号1234。", 0.0),
-        seg(2, Role.AGENT, "请问是张三先生本人吗？", 2.0),
-        seg(3, Role.CUSTOMER, "是我。", 4.0),
-        seg(4, Role.AGENT, "你再不还钱，我让你全村都知道，让你身败名裂。", 6.0),
-        seg(5, Role.CUSTOMER, "我现在真的没钱，我不想活了。", 8.0),
-        seg(6, Role.AGENT, "我们不会上门，请通过官方App还款。", 10.0),
-    ]
+    segments = timed_segments(
+        [
+            (Role.AGENT, "您好，我是某某消费金融贷后专员，工号1234。"),
+            (Role.AGENT, "请问是张三先生本人吗？"),
+            (Role.CUSTOMER, "是我。"),
+            (Role.AGENT, "你再不还钱，我让你全村都知道，让你身败名裂。"),
+            (Role.CUSTOMER, "我现在真的没钱，我不想活了。"),
+            (Role.AGENT, "我们不会上门，请通过官方App还款。"),
+        ],
+        seconds=2.0,
+    )
     transcript = Transcript(language="zh", duration=12.0, segments=segments)
-    rule = PACK.rule("F02")
-    candidate = Finding(
-        rule_id="F02",
-        name=rule.name,
-        severity=rule.severity,
-        category=rule.category,
-        segment_ids=["s0004"],
-        start=6.0,
-        end=8.0,
-        evidence="全村都知道",
-        confidence=0.7,
-    )
-    f03 = Finding(
-        rule_id="F03",
-        name="侮辱谩骂与歧视",
-        severity=Severity.S0,
-        category="prohibited",
-        confidence=0.9,
-        segment_ids=["s0004"],
-        start=6.0,
-        end=8.0,
-    )
+    candidate = pack_candidate("F02", segments[3], evidence="全村都知道", confidence=0.7)
+    f03 = pack_candidate("F03", segments[3], confidence=0.9)
     metadata = CallMetadata(ledger=Ledger(amount_due=30000, overdue_days=30))
     return transcript, metadata, [candidate, f03]
 
