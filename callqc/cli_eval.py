@@ -76,6 +76,9 @@ def eval_command(
         "qwen2.5-coder-1.5b"
     ),
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the full result as JSON here")] = None,
+    every: Annotated[
+        int, typer.Option(min=1, help="only every N-th call (1st, N+1th, …): a quicker estimate for a slow judge")
+    ] = 1,
 ) -> None:
     """Run rules (and the judge) over labelled calls; print precision / recall per id and overall."""
     if judge not in _JUDGES:
@@ -83,10 +86,11 @@ def eval_command(
     if model not in _MODELS:
         raise typer.BadParameter(f"must be one of {', '.join(_MODELS)}", param_hint="--model")
     try:
-        calls = load_dataset(data)
+        calls = load_dataset(data)[::every]
     except (DatasetError, OSError) as exc:
         typer.echo(f"bad data set: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    shown = _shown(data) if every == 1 else f"{_shown(data)} (1 call in {every})"
     rule_pack = _pack(pack)
     engine = RuleEngine(rule_pack)
     console = Console()
@@ -112,7 +116,7 @@ def eval_command(
                 status.update(f"evaluating {len(calls)} calls (judge {name}): {done}/{total} judged…")
 
             result = evaluate(
-                calls, engine, reviewer, judge_name=name, data=_shown(data), judge_batch=batch, progress=progress
+                calls, engine, reviewer, judge_name=name, data=shown, judge_batch=batch, progress=progress
             )
     finally:
         if close is not None:

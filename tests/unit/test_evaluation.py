@@ -289,6 +289,16 @@ def test_cli_eval_without_judge_prints_per_id_figures(tmp_path: Path) -> None:
     assert saved["calls"] >= 40 and saved["judge"] == "none" and len(saved["per_id"]) == 35
 
 
+def test_cli_eval_every_nth_call_is_a_deterministic_subset(tmp_path: Path) -> None:
+    full, half = tmp_path / "full.json", tmp_path / "half.json"
+    assert runner.invoke(app, ["eval", "--json", str(full)]).exit_code == 0
+    result = runner.invoke(app, ["eval", "--every", "2", "--json", str(half)])
+    assert result.exit_code == 0, result.output
+    calls, subset = json.loads(full.read_text())["calls"], json.loads(half.read_text())
+    assert subset["calls"] == (calls + 1) // 2 and subset["data"].endswith("(1 call in 2)")
+    assert runner.invoke(app, ["eval", "--every", "0"]).exit_code == 2
+
+
 def test_cli_eval_rejects_bad_options_and_bad_data(tmp_path: Path) -> None:
     assert runner.invoke(app, ["eval", "--judge", "gpt"]).exit_code == 2
     assert runner.invoke(app, ["eval", "--model", "qwen-7b"]).exit_code == 2
