@@ -41,6 +41,11 @@ class JudgeSettings(BaseModel):
     chunk_chars: int = Field(default=1800, ge=200)  # transcript characters per prompt; longer calls are chunked
     chunk_overlap_segments: int = Field(default=2, ge=0)  # segments repeated at the start of the next chunk
     uncertain_factor: float = Field(default=0.6, gt=0, le=1)  # rule confidence × this when the judge is unsure
+    # A candidate the rules found with at least this confidence (the keyword side of K+L checks: 0.8-0.9 in
+    # the default pack; homophones and L-only candidates are below) is never dropped by a "not a violation"
+    # verdict: it is kept at lowered confidence and a reviewer decides (the 0.5B rejected true threats on the
+    # dev set). None: the judge may drop any candidate.
+    protected_confidence: float | None = Field(default=0.8, ge=0, le=1)
     # vLLM (in-process ``vllm.LLM``): CPU build dequantises the GGUF to bf16 safetensors once (cached).
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: str = "bfloat16"

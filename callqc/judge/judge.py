@@ -220,7 +220,8 @@ def merge_answers(
     judge: Judge,
     summary: JudgeSummary,
 ) -> tuple[list[Finding], JudgeSummary]:
-    """Confirmed candidates → ``source=both``; rejected → dropped (``rejected_candidates``); uncertain →
+    """Confirmed candidates → ``source=both``; rejected → dropped (``rejected_candidates``) unless the rule hit
+    was at least ``protected_confidence`` sure (then kept at lowered confidence for a reviewer); uncertain →
     kept with lowered confidence; new judge findings → ``source=judge`` (merged into an overlapping
     finding of the same rule instead of duplicating it)."""
     by_key: dict[str, list[CandidateVerdict]] = {}
@@ -235,8 +236,17 @@ def merge_answers(
         verdict = _combine(verdicts)
         original = cand.finding
         if verdict.verdict == "not_violation":
-            replaced[id(original)] = None
             summary.rejected_candidates.append(original.rule_id)
+            protected = judge.settings.protected_confidence
+            if protected is None or original.confidence < protected:
+                replaced[id(original)] = None
+                continue
+            replaced[id(original)] = original.model_copy(  # too sure a rule hit to drop: a reviewer decides
+                update={
+                    "confidence": round(original.confidence * judge.settings.uncertain_factor, 3),
+                    "rationale": f"（模型判定不违规，规则命中置信度高，需人工复核）{verdict.rationale}",
+                }
+            )
             continue
         if verdict.verdict == "violation":
             cites = verdict.segment_ids or original.segment_ids

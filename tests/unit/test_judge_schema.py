@@ -242,6 +242,27 @@ def test_rejected_candidate_is_dropped_and_listed() -> None:
     assert summary.rejected_candidates == ["F02"]
 
 
+def test_a_rejected_high_confidence_rule_hit_is_kept_for_a_reviewer() -> None:
+    """F01 (a keyword hit of a K+L check, rule confidence 0.9) rejected by the judge: kept at lowered confidence;
+    F02 (an L-only candidate, 0.7) rejected: dropped."""
+    transcript, metadata, findings = threat_call()
+    findings = [*findings, pack_candidate("F01", transcript.segments[3], evidence="全村都知道")]
+    reject_both = answer(
+        {
+            "k1": {"segment_ids": ["s0004"], "rationale": "引用", "verdict": "not_violation", "confidence": 0.8},
+            "k2": {"segment_ids": ["s0004"], "rationale": "玩笑", "verdict": "not_violation", "confidence": 0.8},
+        }
+    )
+    judge, _ = judge_with([[reject_both]], uncertain_factor=0.5)
+    ((merged, summary),) = judge.review_many([(transcript, metadata, findings)])
+    assert [(f.rule_id, f.confidence) for f in merged] == [("F03", 0.9), ("F01", 0.45)]  # F03: K only, not reviewed
+    assert merged[1].source == "rule" and "需人工复核" in merged[1].rationale
+    assert sorted(summary.rejected_candidates) == ["F01", "F02"]
+    judge, _ = judge_with([[reject_both]], protected_confidence=None)
+    ((merged, _summary),) = judge.review_many([(transcript, metadata, findings)])
+    assert [f.rule_id for f in merged] == ["F03"]
+
+
 def test_uncertain_candidate_is_kept_with_lower_confidence() -> None:
     transcript, metadata, findings = threat_call()
     unsure = answer({"k1": {"segment_ids": [], "rationale": "语境不清", "verdict": "uncertain", "confidence": 0.5}})
