@@ -180,18 +180,29 @@ def main() -> int:
     parser.add_argument(
         "--no-judge", dest="judge", action="store_false", help="run the stack with judge.engine=none (rules only)"
     )
+    parser.add_argument(
+        "--repredict",
+        action="store_true",
+        help="measure nothing: compare the measurement in --out/e2e.json with the capacity model as it is now",
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="cq-e2e-") as tmp:
-        measured = measure(args.calls, Path(tmp) / "home", args.num_cpus, args.judge)
+    if args.repredict:
+        previous = json.loads((args.out / "e2e.json").read_text())
+        measured, args.judge = previous["measured"], previous.get("judge", False)
+    else:
+        with tempfile.TemporaryDirectory(prefix="cq-e2e-") as tmp:
+            measured = measure(args.calls, Path(tmp) / "home", args.num_cpus, args.judge)
     replicas = serve_replicas(DEFAULT_SERVE_CONFIG)
     predicted = predict(measured["avg_call_minutes"] or 1.0, 2, args.profile, replicas, args.judge)
     error = (predicted["calls_per_minute"] - measured["calls_per_minute"]) / measured["calls_per_minute"]
     result = {
         "benchmark": "e2e",
-        "machine": {
+        "machine": previous["machine"]
+        if args.repredict
+        else {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),

@@ -5,7 +5,7 @@
 Each benchmark runs as its own process (a crash or a missing dependency in one does not stop the others) and
 writes its JSON into ``--out``; this script collects the headline figures. Stage benchmarks are optional
 (``perf/bench_rules.py``, ``perf/bench_asr.py``: run when the file exists, skipped with a reason when not);
-diarization RTF and judge calls/s are placeholders, skipped until those stages exist (issues 4 and 6).
+diarization (DER, RTF) and the judge (calls/min and tokens/s one call at a time, per model) run like the others.
 ``--quick`` shortens every run (smaller corpora, fewer seconds, fewer calls) for a smoke check;
 ``--collect-only`` runs nothing and summarises the JSON already in ``--out``.
 """
@@ -128,6 +128,13 @@ def headline(name: str, data: dict[str, Any]) -> dict[str, Any]:
             "prediction_error": data.get("prediction_error"),
             "within_tolerance": data.get("within_tolerance"),
         }
+    if name == "judge" and isinstance(data.get("models"), dict):
+        out: dict[str, Any] = {}
+        for model, figures in data["models"].items():
+            one = figures.get("one_at_a_time", {})
+            out[f"{model}_calls_per_min"] = _round((one.get("calls_per_s") or 0.0) * 60)
+            out[f"{model}_completion_tokens_per_s"] = _round(one.get("completion_tokens_per_s"))
+        return out
     if name == "asr" and isinstance(data.get("callqc"), dict):
         callqc = data["callqc"]
         return {
