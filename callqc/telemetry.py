@@ -64,7 +64,11 @@ def configure(service_name: str, settings: TelemetrySettings, metrics_port: int 
         provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
     if metrics_port:
-        start_http_server(metrics_port, addr=settings.metrics_host)
+        try:
+            start_http_server(metrics_port, addr=settings.metrics_host)
+        except OSError as err:  # a taken port must not stop the pipeline: it inspects calls without metrics
+            log.error("no Prometheus metrics: %s:%d is not available (%s)", settings.metrics_host, metrics_port, err)
+            return
         log.info("Prometheus metrics on %s:%d", settings.metrics_host, metrics_port)
 
 

@@ -34,3 +34,18 @@ def test_stage_span_observes_latency_even_when_the_stage_fails() -> None:
 def test_start_call_trace_returns_a_w3c_context_or_nothing() -> None:
     carrier = telemetry.start_call_trace("c1", "b1")
     assert carrier == {} or set(carrier) >= {"traceparent"}
+
+
+def test_a_taken_metrics_port_does_not_stop_the_process(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The port a stack picked can be taken before the replica binds it: the replica runs on, without metrics."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(telemetry, "_configured", False)
+        telemetry.configure("test", TelemetrySettings(exporter="none"), port)
+    assert "no Prometheus metrics" in caplog.text and str(port) in caplog.text
