@@ -228,12 +228,19 @@ def tiny_sortformer_config(max_speakers: int = 4) -> dict[str, Any]:
     }
 
 
-def build_tiny_checkpoint(path: Path, max_speakers: int = 4) -> Path:
-    """Build a tiny Sortformer from :func:`tiny_sortformer_config` and ``save_to`` a ``.nemo`` file."""
+def build_tiny_checkpoint(path: Path, max_speakers: int = 4, seed: int = 0) -> Path:
+    """Build a tiny Sortformer from :func:`tiny_sortformer_config` and ``save_to`` a ``.nemo`` file.
+
+    Its (untrained) weights come from ``seed``, so the same file always gives the same turns: with weights
+    from whatever the global generator held, some draws find no speech at all.
+    """
+    import torch
     from nemo.collections.asr.models import SortformerEncLabelModel
     from omegaconf import OmegaConf
 
-    model = SortformerEncLabelModel(cfg=OmegaConf.create(tiny_sortformer_config(max_speakers)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SortformerEncLabelModel(cfg=OmegaConf.create(tiny_sortformer_config(max_speakers)))
     model.save_to(str(path))
     return path
 
