@@ -224,7 +224,7 @@ def _answered(inp: RuleInput, hit: RuleHit) -> bool:
         if text in ("no", "nope") or text.startswith(_DENIAL_OPENERS):
             return False
         m = guard.regex.match(text) if guard.regex else None
-        return m is None or guard.exempt_text(text, m)
+        return m is None or guard.exempt_span(text, m.start(), m.end())
     return True
 
 

@@ -150,14 +150,15 @@ class NegationGuard:
         for at in starts:
             m = self.regex.fullmatch(clause, at)
             if m is not None:
-                return not self.exempt_text(clause, m)
+                return not self.exempt_span(clause, m.start(), m.end())
         return False
 
-    def exempt_text(self, text: str, m: re.Match[str]) -> bool:
+    def exempt_span(self, text: str, ns: int, ne: int) -> bool:
+        """True when a phrase that negates nothing (不要脸, 是不是) covers the negation word ``text[ns:ne]``."""
         for phrase in self.not_negation:
             at = text.find(phrase)
             while at >= 0:
-                if at <= m.start() and at + len(phrase) >= m.end():
+                if at <= ns and at + len(phrase) >= ne:
                     return True
                 at = text.find(phrase, at + 1)
         return False
@@ -166,14 +167,7 @@ class NegationGuard:
         """True when the negation word is part of a phrase that negates nothing (不要脸, 是不是)."""
         lo = max(int(call.starts[seg]), ns - 8)
         hi = min(int(call.ends[seg]), ne + 8)
-        region = call.text[lo:hi]
-        for phrase in self.not_negation:
-            at = region.find(phrase)
-            while at >= 0:
-                if lo + at <= ns and lo + at + len(phrase) >= ne:
-                    return True
-                at = region.find(phrase, at + 1)
-        return False
+        return self.exempt_span(call.text[lo:hi], ns - lo, ne - lo)
 
 
 @dataclass(frozen=True)
