@@ -212,6 +212,16 @@ def _combine(verdicts: list[CandidateVerdict]) -> CandidateVerdict:
     return max(verdicts, key=lambda v: v.confidence)
 
 
+def _doubted(original: Finding, judge: Judge, mark: str, verdict: CandidateVerdict) -> Finding:
+    """The rule finding kept at ``uncertain_factor`` of its confidence, the judge's doubt in its rationale."""
+    return original.model_copy(
+        update={
+            "confidence": round(original.confidence * judge.settings.uncertain_factor, 3),
+            "rationale": f"{mark}{verdict.rationale}",
+        }
+    )
+
+
 def merge_answers(
     transcript: Transcript,
     findings: list[Finding],
@@ -241,12 +251,8 @@ def merge_answers(
             if protected is None or original.confidence < protected:
                 replaced[id(original)] = None
                 continue
-            replaced[id(original)] = original.model_copy(  # too sure a rule hit to drop: a reviewer decides
-                update={
-                    "confidence": round(original.confidence * judge.settings.uncertain_factor, 3),
-                    "rationale": f"（模型判定不违规，规则命中置信度高，需人工复核）{verdict.rationale}",
-                }
-            )
+            protected_mark = "（模型判定不违规，规则命中置信度高，需人工复核）"  # too sure a rule hit to drop
+            replaced[id(original)] = _doubted(original, judge, protected_mark, verdict)
             continue
         if verdict.verdict == "violation":
             cites = verdict.segment_ids or original.segment_ids
@@ -262,12 +268,7 @@ def merge_answers(
                 }
             )
         else:
-            replaced[id(original)] = original.model_copy(
-                update={
-                    "confidence": round(original.confidence * judge.settings.uncertain_factor, 3),
-                    "rationale": f"（判定不确定）{verdict.rationale}",
-                }
-            )
+            replaced[id(original)] = _doubted(original, judge, "（判定不确定）", verdict)
     merged: list[Finding] = []
     for finding in findings:
         if id(finding) in replaced:

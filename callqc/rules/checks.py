@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import time
 from functools import lru_cache
+from itertools import groupby
+from operator import attrgetter
 
 from callqc.models import CallMetadata, Finding, Role
 from callqc.rules.compiler import CompiledRule, PatternInfo, PatternRole
@@ -127,13 +129,7 @@ def _guarded(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> list[Rule
 
 def _per_segment(hits: list[RuleHit]) -> list[list[RuleHit]]:
     """Sorted hits grouped by segment: one rule says one thing about one turn, however often it matched."""
-    groups: list[list[RuleHit]] = []
-    for hit in hits:
-        if groups and groups[-1][0].seg == hit.seg:
-            groups[-1].append(hit)
-        else:
-            groups.append([hit])
-    return groups
+    return [list(group) for _seg, group in groupby(hits, key=attrgetter("seg"))]
 
 
 def _segment_finding(cr: CompiledRule, inp: RuleInput, hits: list[RuleHit]) -> Finding:
