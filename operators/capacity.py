@@ -5,6 +5,10 @@ A pure function (``plan_capacity``) over a workload and a profile of stage figur
     demand per minute  = calls/day x peak factor x (avg minutes | avg minutes x channels | 1) / (hours x 60)
     replicas per stage = max(min_replicas, ceil(demand / (one replica's throughput x target utilisation)))
 
+``pipeline_throughput`` answers the converse question for a given deployment: the calls/min it clears,
+the least of each stage's bound (replicas x throughput / per-call demand) and the dispatcher's bound
+(Little's law: calls in flight / seconds one call spends in the stages), on the stage figures alone.
+
 ``processing_hours`` is the time allowed to inspect one day's calls (24: around the clock, the evening
 backlog drains overnight). ``peak_factor`` scales the daily volume (e.g. 1.8 for month-end collections).
 """
@@ -12,6 +16,7 @@ backlog drains overnight). ``peak_factor`` scales the daily volume (e.g. 1.8 for
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -71,6 +76,13 @@ class CapacityPlan:
     workload: Workload
     hardware: str
     stages: list[StagePlan] = field(default_factory=list)
+    call_seconds: float = 0.0  # one call through every stage, no queueing
+
+    @property
+    def in_flight_needed(self) -> int:
+        """Calls the dispatcher must keep in flight to sustain the peak (Little's law, at the target load)."""
+        busy = peak_calls_per_minute(self.workload) * self.call_seconds / 60
+        return max(1, math.ceil(busy / self.workload.target_utilization - 1e-9))
 
     @property
     def gpus(self) -> float:
@@ -95,15 +107,84 @@ def load_profiles(path: Path = DEFAULT_FIGURES) -> dict[str, Profile]:
     return {name: Profile.model_validate(body) for name, body in (data.get("profiles") or {}).items()}
 
 
+def peak_calls_per_minute(workload: Workload) -> float:
+    return workload.calls_per_day * workload.peak_factor / (workload.processing_hours * 60)
+
+
 def demand_per_minute(workload: Workload, unit: Unit) -> float:
     """Units per wall-clock minute the stage must process so a peak day is inspected within the window."""
-    calls_per_minute = workload.calls_per_day * workload.peak_factor / (workload.processing_hours * 60)
-    per_call = {
-        "calls": 1.0,
-        "call_minutes": workload.avg_minutes,
-        "channel_minutes": workload.avg_minutes * workload.channels_per_call,
-    }[unit]
-    return calls_per_minute * per_call
+    return peak_calls_per_minute(workload) * units_per_call(unit, workload.avg_minutes, workload.channels_per_call)
+
+
+def units_per_call(unit: Unit, avg_minutes: float, channels: int) -> float:
+    """What one call asks of a stage measured in ``unit``."""
+    return {"calls": 1.0, "call_minutes": avg_minutes, "channel_minutes": avg_minutes * channels}[unit]
+
+
+def call_seconds(profile: Profile, avg_minutes: float, channels: int, skip: Collection[str] = ()) -> float:
+    """Seconds one call spends being processed, stage after stage, with no queueing."""
+    return sum(
+        60 * units_per_call(f.unit, avg_minutes, channels) / f.per_replica_per_minute
+        for name, f in profile.stages.items()
+        if name not in skip
+    )
+
+
+@dataclass(frozen=True)
+class StageBound:
+    stage: str
+    replicas: int
+    unit: Unit
+    per_replica_per_minute: float
+    calls_per_minute: float  # what the stage's replicas clear at most
+    source: str
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Calls/min a deployment clears, and what limits it."""
+
+    stages: dict[str, StageBound]
+    call_seconds: float  # one call through every stage, no queueing
+    max_in_flight: int | None  # the dispatcher's calls in flight (None: not modelled)
+    in_flight_calls_per_minute: float | None  # Little's law: max_in_flight / call_seconds
+    bottleneck: str  # a stage name, or "in flight"
+    calls_per_minute: float
+
+
+def pipeline_throughput(
+    profile: Profile,
+    replicas: Mapping[str, int],
+    avg_minutes: float,
+    channels: int = 2,
+    max_in_flight: int | None = None,
+    skip: Collection[str] = (),
+) -> Throughput:
+    """Calls/min that ``replicas`` of each stage (1 when not named) clear on ``profile``'s hardware.
+
+    ``skip``: stages the deployment passes calls straight through (e.g. the Judge with ``judge.engine=none``).
+    """
+    stages = {}
+    for name, figure in profile.stages.items():
+        if name in skip:
+            continue
+        count = replicas.get(name, 1)
+        per_call = units_per_call(figure.unit, avg_minutes, channels)
+        stages[name] = StageBound(
+            name,
+            count,
+            figure.unit,
+            figure.per_replica_per_minute,
+            count * figure.per_replica_per_minute / per_call,
+            figure.source,
+        )
+    latency = call_seconds(profile, avg_minutes, channels, skip)
+    in_flight = 60 * max_in_flight / latency if max_in_flight and latency > 0 else None
+    bottleneck = min(stages, key=lambda s: stages[s].calls_per_minute)
+    rate = stages[bottleneck].calls_per_minute
+    if in_flight is not None and in_flight < rate:
+        bottleneck, rate = "in flight", in_flight
+    return Throughput(stages, latency, max_in_flight, in_flight, bottleneck, rate)
 
 
 def plan_capacity(workload: Workload, profile: Profile) -> CapacityPlan:
@@ -126,4 +207,5 @@ def plan_capacity(workload: Workload, profile: Profile) -> CapacityPlan:
                 source=figure.source,
             )
         )
-    return CapacityPlan(workload=workload, hardware=profile.hardware, stages=stages)
+    latency = call_seconds(profile, workload.avg_minutes, workload.channels_per_call)
+    return CapacityPlan(workload=workload, hardware=profile.hardware, stages=stages, call_seconds=latency)

@@ -347,6 +347,7 @@ def plan(
             "stages": [asdict(s) for s in result.stages],
         }
         body.update(gpus=result.gpus, cpus=result.cpus, nodes=result.nodes(chosen))
+        body.update(call_seconds=round(result.call_seconds, 3), max_in_flight=result.in_flight_needed)
         print(json.dumps(body, indent=2))
         return
     table = Table(title=f"capacity plan — profile {profile}: {chosen.hardware}")
@@ -368,6 +369,10 @@ def plan(
         f"{result.audio_minutes_per_day:,.0f} audio minutes on a peak day within {hours:g} h → "
         f"[bold]{result.gpus:g} GPUs, {result.cpus:g} CPUs, {result.nodes(chosen)} node(s)[/] of this profile. "
         "Set each stage's autoscaling max_replicas to at least its replicas here."
+    )
+    console.print(
+        f"One call takes ≈ {result.call_seconds:,.1f} s through the stages: set dispatcher.max_in_flight to at "
+        f"least [bold]{result.in_flight_needed}[/] (calls in flight = calls/s x seconds per call, at the target load)."
     )
     estimated = [s.stage for s in result.stages if s.source.startswith("estimate")]
     if estimated:

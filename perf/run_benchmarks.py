@@ -122,6 +122,7 @@ def headline(name: str, data: dict[str, Any]) -> dict[str, Any]:
         measured, predicted = data.get("measured", {}), data.get("predicted", {})
         return {
             "calls_per_minute": measured.get("calls_per_minute"),
+            "steady_calls_per_minute": measured.get("steady_calls_per_minute"),
             "audio_minutes_per_minute": measured.get("audio_minutes_per_minute"),
             "predicted_calls_per_minute": round(predicted.get("calls_per_minute", 0.0), 3),
             "bottleneck": predicted.get("bottleneck"),

@@ -7,7 +7,15 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from operators.capacity import Profile, StageFigure, Workload, demand_per_minute, load_profiles, plan_capacity
+from operators.capacity import (
+    Profile,
+    StageFigure,
+    Workload,
+    demand_per_minute,
+    load_profiles,
+    pipeline_throughput,
+    plan_capacity,
+)
 
 
 def profile(**stages: StageFigure) -> Profile:
@@ -54,6 +62,31 @@ def test_shorter_window_and_peak_need_proportionally_more() -> None:
 def test_min_replicas_hold_even_without_load() -> None:
     figure = RULES.model_copy(update={"min_replicas": 2})
     assert plan_capacity(Workload(calls_per_day=1, avg_minutes=1), profile(Rules=figure)).stages[0].replicas == 2
+
+
+def test_throughput_is_the_slowest_stage_when_enough_calls_are_in_flight() -> None:
+    # a 1-minute stereo call: ASR needs 2 channel-minutes (12 s on one replica), Rules 0.06 s
+    model = pipeline_throughput(profile(ASR=ASR, Rules=RULES), {"ASR": 2}, avg_minutes=1, max_in_flight=8)
+    assert model.stages["ASR"].calls_per_minute == pytest.approx(10)  # 2 replicas x 10 / 2
+    assert model.call_seconds == pytest.approx(12 + 0.06)
+    assert model.bottleneck == "ASR" and model.calls_per_minute == pytest.approx(10)
+
+
+def test_too_few_calls_in_flight_bound_the_pipeline_by_littles_law() -> None:
+    model = pipeline_throughput(profile(ASR=ASR, Rules=RULES), {"ASR": 4}, avg_minutes=1, max_in_flight=2)
+    assert model.stages["ASR"].calls_per_minute == pytest.approx(20)
+    assert model.in_flight_calls_per_minute == pytest.approx(2 * 60 / 12.06)  # < 20: the dispatcher limits
+    assert model.bottleneck == "in flight" and model.calls_per_minute == pytest.approx(9.95, abs=0.01)
+    skipped = pipeline_throughput(profile(ASR=ASR, Rules=RULES), {}, avg_minutes=1, skip=("ASR",))
+    assert set(skipped.stages) == {"Rules"} and skipped.in_flight_calls_per_minute is None
+
+
+def test_plan_says_how_many_calls_the_dispatcher_must_keep_in_flight() -> None:
+    # 20 calls/min at peak x 36 s each (3-min stereo calls: 6 channel-min at 10/min) = 12 busy; / 0.8 -> 15
+    w = Workload(calls_per_day=14_400, avg_minutes=3, peak_factor=2, target_utilization=0.8)
+    plan = plan_capacity(w, profile(ASR=ASR))
+    assert plan.call_seconds == pytest.approx(36)
+    assert plan.in_flight_needed == 15
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ from types import ModuleType
 
 import pytest
 
+from operators.capacity import load_profiles
+
 from ..conftest import REPO_ROOT
 
 
@@ -52,16 +54,28 @@ def test_the_serve_config_gives_one_replica_per_stage(e2e: ModuleType) -> None:
 
 
 def test_capacity_prediction_names_the_slowest_stage_on_the_cpu_profile(e2e: ModuleType) -> None:
+    figures = load_profiles()["cpu"].stages
+    judge, asr = figures["Judge"].per_replica_per_minute, figures["ASR"].per_replica_per_minute
     prediction = e2e.predict(avg_minutes=0.5, channels=2, profile_name="cpu", replicas={"ASR": 1, "Judge": 1})
-    assert prediction["bottleneck"] == "Judge"  # the 1.5B judge on 2 CPU threads: ~1 call/min
-    assert prediction["calls_per_minute"] == pytest.approx(1.0)
-    # one ASR replica clears 5 channel-minutes a minute; a call is 0.5 min x 2 channels
-    assert prediction["stages"]["ASR"]["calls_per_minute"] == pytest.approx(5.0)
+    assert prediction["bottleneck"] == "Judge"  # the 1.5B judge on 2 CPU threads: under 1 call/min
+    assert prediction["calls_per_minute"] == pytest.approx(judge)
+    # a call is 0.5 min x 2 channels of ASR work
+    assert prediction["stages"]["ASR"]["calls_per_minute"] == pytest.approx(asr / 1.0)
     doubled = e2e.predict(avg_minutes=0.5, channels=2, profile_name="cpu", replicas={"ASR": 2, "Judge": 2})
-    assert doubled["stages"]["ASR"]["calls_per_minute"] == pytest.approx(10.0)
-    assert doubled["calls_per_minute"] == pytest.approx(2.0)
+    assert doubled["stages"]["ASR"]["calls_per_minute"] == pytest.approx(2 * asr)
+    assert doubled["calls_per_minute"] == pytest.approx(2 * judge)
     rules_only = e2e.predict(0.5, 2, "cpu", {"ASR": 1, "Judge": 1}, judge=False)  # judge.engine=none
     assert "Judge" not in rules_only["stages"] and rules_only["bottleneck"] == "ASR"
+    one_in_flight = e2e.predict(0.5, 2, "cpu", {"ASR": 4}, judge=False, max_in_flight=1)
+    assert one_in_flight["bottleneck"] == "in flight"
+    assert one_in_flight["calls_per_minute"] == pytest.approx(60 / one_in_flight["call_seconds"], rel=0.01)
+
+
+def test_the_steady_rate_leaves_out_the_warm_up(e2e: ModuleType) -> None:
+    steady = e2e.steady_state([100.0, 100.0, 130.0, 160.0, 160.0])  # the first pair paid the cold start
+    assert steady == {"steady_calls": 3, "steady_calls_per_minute": pytest.approx(3.0)}  # 3 calls in 60 s
+    assert e2e.steady_state([50.0, 90.0])["steady_calls_per_minute"] is None  # one step is no rate
+    assert e2e.steady_state([])["steady_calls"] == 0
 
 
 def test_missing_stage_benchmarks_are_skipped_with_a_reason(runner: ModuleType, tmp_path: Path) -> None:
