@@ -3,7 +3,9 @@
     python perf/bench_judge.py [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b] [--calls 4] [--n-parallel 4]
                                [--threads 2] [--engine xllamacpp|vllm] [--max-tokens 512] [--out perf/results]
 
-For each model: load the engine once (load seconds), then
+For each model: load the engine once (load seconds), judge one warm-up call that is not measured (the shared
+system prompt enters the prefix cache, as in a running replica; each measured call still pays its own
+transcript's prompt), then
 * ``one_at_a_time``: ``Judge.review_many([call])`` for each call in turn (one request in flight);
 * ``batched``: ``Judge.review_many(calls)`` (every chunk of every call in one ``complete_many``: llama.cpp
   slots decode together; vLLM continuous batching).
@@ -78,12 +80,24 @@ CALLS: list[list[tuple[str, str]]] = [
 ]
 
 
-def make_calls(count: int) -> list[tuple[Transcript, CallMetadata, list[Finding]]]:
+# Warms the engine up (the shared system prompt enters the prefix cache) without being measured: a measured
+# call that repeated it would find its whole prompt cached, which no call in production does.
+WARM_UP: list[tuple[str, str]] = [
+    ("agent", "您好，我是某某银行信用卡中心的客服，工号2468，本次通话将被录音。"),
+    ("agent", "请问是周先生本人吗？"),
+    ("customer", "是的。"),
+    ("agent", "提醒您本月账单明天到期，请按时还款，感谢接听，再见。"),
+]
+
+
+def make_calls(
+    count: int, calls: list[list[tuple[str, str]]] = CALLS
+) -> list[tuple[Transcript, CallMetadata, list[Finding]]]:
     pack = load_rule_pack(default_pack_path())
     rules = RuleEngine(pack)
     out = []
     for i in range(count):
-        turns = CALLS[i % len(CALLS)]
+        turns = calls[i % len(calls)]
         transcript = transcript_from_turns(
             [{"speaker": s, "text": t, "id": f"s{n:04d}"} for n, (s, t) in enumerate(turns, start=1)], "zh"
         )
@@ -115,7 +129,7 @@ def measure(judge: Judge, calls: list, batched: bool) -> dict[str, Any]:
     }
 
 
-def run_model(model: str, args: argparse.Namespace, calls: list) -> dict[str, Any]:
+def run_model(model: str, args: argparse.Namespace, calls: list, warm_up: list) -> dict[str, Any]:
     settings = JudgeSettings(
         engine=args.engine,
         model=model,
@@ -132,7 +146,7 @@ def run_model(model: str, args: argparse.Namespace, calls: list) -> dict[str, An
     try:
         judge = Judge(engine, load_rule_pack(default_pack_path()), settings)
         print(f"{model}: loaded in {load:.1f} s; warm-up call", flush=True)
-        warm = measure(judge, calls[:1], batched=True)  # fills the prefix cache once, like a running replica
+        warm = measure(judge, warm_up, batched=True)  # fills the prefix cache once, like a running replica
         print(f"{model}: warm-up {json.dumps(warm, ensure_ascii=False)}", flush=True)
         one = measure(judge, calls, batched=False)
         print(f"{model}: one at a time {json.dumps(one, ensure_ascii=False)}", flush=True)
@@ -166,7 +180,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     parser.add_argument("--name", default="judge")
     args = parser.parse_args()
-    calls = make_calls(args.calls)
+    calls, warm_up = make_calls(args.calls), make_calls(1, [WARM_UP])
     result: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0]},
@@ -175,7 +189,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.name}.json"
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-        result["models"][model] = run_model(model, args, calls)  # one engine alive at a time
+        result["models"][model] = run_model(model, args, calls, warm_up)  # one engine alive at a time
         result["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
         path.write_text(json.dumps(result, indent=1, ensure_ascii=False))  # after each model: partial runs count
     print(json.dumps(result, indent=1, ensure_ascii=False))
