@@ -132,7 +132,8 @@ def call_seconds(profile: Profile, avg_minutes: float, channels: int, skip: Coll
 
 @dataclass(frozen=True)
 class StageBound:
-    stage: str
+    """One stage of a deployment (``Throughput.stages`` is keyed by its name)."""
+
     replicas: int
     unit: Unit
     per_replica_per_minute: float
@@ -171,7 +172,6 @@ def pipeline_throughput(
         count = replicas.get(name, 1)
         per_call = units_per_call(figure.unit, avg_minutes, channels)
         stages[name] = StageBound(
-            name,
             count,
             figure.unit,
             figure.per_replica_per_minute,

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import wave
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +82,7 @@ def predict(
         "call_seconds": round(model.call_seconds, 2),
         "max_in_flight": model.max_in_flight,
         "in_flight_calls_per_minute": model.in_flight_calls_per_minute,
-        "stages": {
-            name: {
-                "replicas": b.replicas,
-                "unit": b.unit,
-                "per_replica_per_minute": b.per_replica_per_minute,
-                "calls_per_minute": b.calls_per_minute,
-                "source": b.source,
-            }
-            for name, b in model.stages.items()
-        },
+        "stages": {name: asdict(bound) for name, bound in model.stages.items()},
     }
 
 
@@ -137,7 +129,8 @@ def measure(calls: int, home: Path, num_cpus: int, judge: bool) -> dict[str, Any
                         stage_seconds.setdefault(stage, []).append(seconds)
     finally:
         stack.down()
-    wall = max(done_at.values()) if done_at else float("nan")
+    completions = sorted(done_at.values())
+    wall = completions[-1] if completions else float("nan")
     done = [cid for cid, s in states.items() if s == pb.CALL_STATE_DONE]
     audio_min = sum(seconds_of[c] for c in done) / 60
     return {
@@ -150,8 +143,8 @@ def measure(calls: int, home: Path, num_cpus: int, judge: bool) -> dict[str, Any
         "audio_minutes": round(audio_min, 3),
         "audio_minutes_per_minute": round(audio_min / wall * 60, 3) if wall else 0.0,
         "avg_call_minutes": round(audio_min / len(done), 4) if done else 0.0,
-        "completion_seconds": sorted(round(t, 2) for t in done_at.values()),
-        **steady_state(sorted(done_at.values())),
+        "completion_seconds": [round(t, 2) for t in completions],
+        **steady_state(completions),
         # mean seconds one call spent in each stage (from the reports): what a replica's throughput is made of
         "stage_seconds_mean": {k: round(sum(v) / len(v), 3) for k, v in sorted(stage_seconds.items())},
     }
