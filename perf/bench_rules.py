@@ -37,6 +37,7 @@ from callqc.rules import RuleEngine, RulePack, default_pack_path, load_rule_pack
 from callqc.rules.batch import BatchText
 from callqc.rules.context import CallText
 from callqc.rules.matcher import hyperscan_available
+from callqc.rules.native import NativeMatcher, native_available
 from callqc.rules.pack import PatternSet, Rule
 from callqc.rules.records import transcript_from_turns
 from callqc.rules.regexcheck import REGEX_FLAGS, fold_regex
@@ -230,6 +231,8 @@ DEFINITIONS = {
     "hs only": "floor: the recall scan's Hyperscan databases (and narrow-layer encoding) over the same layers, "
     "already joined and UTF-8 encoded, with no match callback",
     "noop cb": "the same with a no-op Python callback per match (the Python binding's cost per match)",
+    "layout only": "floor of the hyperscan-native back-end: its C core laying the batches out (plain and phonetic "
+    "text encoded as UTF-8, segments recorded) with no database to scan",
 }
 
 
@@ -339,6 +342,8 @@ def measure(label: str, pack: RulePack, calls: list[Call], args: argparse.Namesp
         "evaluate_many_mbps": _best_mbps(evaluate_many, call_batches, batch_sizes, t, r),
         "evaluate_mbps": _best_mbps(evaluate, calls, sizes, t, r),
     }
+    if engine.backend == NativeMatcher.backend:
+        row["layout_only_mbps"] = _layout_floor(engine, [[p for _, p in b] for b in call_batches], batch_sizes, t, r)
     if engine.backend == "hyperscan":
         row.update(_floors(engine, [[p for _, p in b] for b in call_batches], batch_sizes, t, r))
     if backend == args.naive_backend:  # the naive loops do not depend on the back-end: time them once
@@ -346,6 +351,24 @@ def measure(label: str, pack: RulePack, calls: list[Call], args: argparse.Namesp
         row["naive_mbps"] = _best_mbps(_naive(per_pattern), prepared, sizes, t, r)
         row["naive_alternation_mbps"] = _best_mbps(_naive(alternations), prepared, sizes, t, r)
     return row
+
+
+def _layout_floor(engine: RuleEngine, batches: list[list[CallText]], sizes: list[int], t: float, r: int) -> float:
+    """The native core with no database: what laying a batch out as UTF-8 layers costs."""
+    import numpy as np
+
+    from callqc.rules import _recall
+
+    n = engine.pattern_count
+    zeros = np.zeros(n, dtype=np.int64).tobytes()
+    core = _recall.Core(None, None, None, None, [None] * n, zeros, zeros, zeros, bytes(n), None)
+    phonetic = engine._compiled.has_phonetic
+
+    def run(batch: list[CallText]) -> None:
+        agent = np.array([c.agent_chars for c in batch], dtype=np.int64).tobytes()
+        core.recall([c.text for c in batch], [c.phonetic_text for c in batch] if phonetic else None, agent)
+
+    return _best_mbps(run, batches, sizes, t, r)
 
 
 def _floors(engine: RuleEngine, batches: list[list[CallText]], sizes: list[int], t: float, r: int) -> dict:
@@ -415,6 +438,7 @@ def _table(rows: list[dict[str, object]]) -> None:
         "hits/MB",
         "hs only",
         "noop cb",
+        "layout",
         "recall",
         "eval_many",
         "evaluate",
@@ -433,6 +457,7 @@ def _table(rows: list[dict[str, object]]) -> None:
             str(r["hits_per_mb"]),
             f"{r['hyperscan_only_mbps']:g}" if "hyperscan_only_mbps" in r else "-",
             f"{r['noop_callback_mbps']:g}" if "noop_callback_mbps" in r else "-",
+            f"{r['layout_only_mbps']:g}" if "layout_only_mbps" in r else "-",
             f"{r['recall_mbps']:g}",
             f"{r['evaluate_many_mbps']:g}",
             f"{r['evaluate_mbps']:g}",
@@ -519,7 +544,8 @@ def _run(args: argparse.Namespace, pinned: str) -> int:
     corpus_mb = sum(c.nbytes for c in calls) / 1e6
     print(f"corpus: {len(calls)} calls, {corpus_mb:.2f} MB, built in {time.process_time() - t0:.1f}s; {pinned}")
     packs = {"default": load_rule_pack(default_pack_path()), "synthetic": load_rule_pack(synthetic_pack())}
-    backends = ["hyperscan", "aho-corasick"] if hyperscan_available() else ["aho-corasick"]
+    installed = {NativeMatcher.backend: native_available(), "hyperscan": hyperscan_available(), "aho-corasick": True}
+    backends = [name for name, ok in installed.items() if ok]
     args.naive_backend = backends[0]
     _check_parity(RuleEngine(packs["default"], backends[0]), calls)
     rows = [measure(label, pack, calls, args, backend) for backend in backends for label, pack in packs.items()]

@@ -19,8 +19,16 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
+# The rule engine's recall core (callqc/rules/_recall.c) is built against Debian's Hyperscan.
+if [ ! -f /usr/include/hs/hs.h ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> installing libhyperscan-dev (native rule recall core)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhyperscan-dev >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libhyperscan-dev >/dev/null; }
+fi
+
 stamp=.venv/.callqc-deps
-digest=$(cat requirements.txt requirements-tools.txt constraints.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+digest=$( (cat requirements.txt requirements-tools.txt constraints.txt pyproject.toml setup.py callqc/rules/_recall.c
+  [ -f /usr/include/hs/hs.h ] && echo "with libhs") | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   echo "==> installing pinned dependencies (first run: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
@@ -30,6 +38,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   # PyPI's torchvision/torchaudio/torchcodec builds break beside the CPU torch wheel; nothing here needs them.
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
   echo "$digest" > "$stamp"
+fi
+if .venv/bin/python -c "import callqc.rules._recall" 2>/dev/null; then
+  echo "==> rule recall core: native (libhs)"
+else
+  echo "==> rule recall core: Python Hyperscan binding (no libhyperscan-dev: the native core was not built)"
 fi
 
 # The reviewer page is tested in Debian's Chromium (tests/integration/test_reviewer_page.py).

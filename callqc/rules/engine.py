@@ -12,7 +12,8 @@ from callqc.rules.batch import BatchText, PatternFlags, Recall
 from callqc.rules.checks import CHECKS, RuleInput
 from callqc.rules.compiler import CompiledPack, PatternRole, compile_pack
 from callqc.rules.context import CallText, RuleHit
-from callqc.rules.matcher import MatcherError, build_matcher
+from callqc.rules.matcher import MatcherError
+from callqc.rules.native import NativeMatcher, build_matcher
 from callqc.rules.pack import RulePack, RulePackError
 
 _NO_AGENT = np.zeros((0, 2), dtype=np.int64)
@@ -38,14 +39,14 @@ class RuleEngine:
     def __init__(self, pack: RulePack, backend: str = "auto") -> None:
         self.pack = pack
         self._compiled: CompiledPack = compile_pack(pack)
+        self.flags = PatternFlags.build(self._compiled.infos)
         try:
-            self._matcher = build_matcher(self._compiled.patterns, backend)
+            self._matcher = build_matcher(self._compiled.patterns, backend, self.flags)
         except MatcherError as exc:
             if exc.pattern_id < 0:
                 raise RulePackError("pack", exc.reason) from None
             rule_id, label = self._compiled.infos[exc.pattern_id].origin
             raise RulePackError.for_rule(rule_id, f"{label} is not supported by the matcher: {exc.reason}") from None
-        self.flags = PatternFlags.build(self._compiled.infos)
 
     @property
     def version(self) -> str:
@@ -65,6 +66,8 @@ class RuleEngine:
 
     def recall(self, calls: Sequence[CallText]) -> Recall:
         """One scan of a batch of normalised calls → validated candidate hits per call."""
+        if isinstance(self._matcher, NativeMatcher):
+            return self._matcher.recall(calls)
         batch = BatchText(calls, self._compiled.has_phonetic)
         agent = batch.agent if self._matcher.per_call else _NO_AGENT
         return batch.recall(self._matcher.scan(batch.plain, batch.phon, agent), self.flags)

@@ -120,9 +120,7 @@ class HyperscanMatcher(Matcher):
             if p.literal:
                 self._literal_chars[p.id] = len(p.expr)
             elif p.needs_start:
-                widest = sre_parse.parse(p.expr, REGEX_FLAGS).getwidth()[1]
-                back = widest if widest < _LOOKBACK else _LOOKBACK
-                self._regex_start[p.id] = (re.compile(f"(?:{p.expr})\\Z", REGEX_FLAGS), back)
+                self._regex_start[p.id] = regex_start_pattern(p.expr)
         self._needs_recovery = np.zeros(max(size, 1), dtype=bool)
         self._needs_recovery[list(self._regex_start)] = True
         block, vectored = hs.HS_MODE_BLOCK, hs.HS_MODE_VECTORED
@@ -222,7 +220,7 @@ class HyperscanMatcher(Matcher):
         if self._regex_start:
             for row in np.flatnonzero(self._needs_recovery[pid]).tolist():
                 text = phon.text if layer[row] == PHONETIC and phon is not None else plain.text
-                start[row] = _regex_start_of(text, self._regex_start[int(pid[row])], int(end[row]))
+                start[row] = regex_start_of(text, self._regex_start[int(pid[row])], int(end[row]))
         return np.stack((pid, layer, start, end, end_byte), axis=1)
 
     def _scan_first(
@@ -276,7 +274,13 @@ def _byte_offsets(text: str) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(widths)))
 
 
-def _regex_start_of(text: str, found: tuple[re.Pattern[str], int], end: int) -> int:
+def regex_start_pattern(expr: str) -> tuple[re.Pattern[str], int]:
+    """The regex anchored at its end, and how many characters before an end its start can lie."""
+    widest = sre_parse.parse(expr, REGEX_FLAGS).getwidth()[1]
+    return re.compile(f"(?:{expr})\\Z", REGEX_FLAGS), min(widest, _LOOKBACK)
+
+
+def regex_start_of(text: str, found: tuple[re.Pattern[str], int], end: int) -> int:
     """Leftmost start of a regex match ending at ``end`` (within its line and the regex's width)."""
     rx, back = found
     lo = max(0, end - back)
@@ -329,14 +333,3 @@ class AhoCorasickMatcher(Matcher):
         out[:, :4] = hits
         out[:, 4] = _byte_offsets(plain.text)[out[:, 3]]
         return out
-
-
-def build_matcher(patterns: list[Pattern], backend: str = "auto") -> Matcher:
-    """``backend``: ``auto`` (Hyperscan when it imports), ``hyperscan`` or ``aho-corasick``."""
-    if backend == "auto":
-        backend = "hyperscan" if hyperscan_available() else "aho-corasick"
-    if backend == "hyperscan":
-        return HyperscanMatcher(patterns)
-    if backend == "aho-corasick":
-        return AhoCorasickMatcher(patterns)
-    raise ValueError(f"unknown matcher backend {backend!r}")

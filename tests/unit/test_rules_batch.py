@@ -11,10 +11,7 @@ from callqc.models import CallMetadata, Ledger, Transcript
 from callqc.rules import RuleEngine, default_pack_path, load_rule_pack, transcript_from_turns
 from callqc.rules.batch import PatternFlags
 from callqc.rules.layers import Layer, NarrowAlphabet
-from callqc.rules.matcher import hyperscan_available
-
-needs_hyperscan = pytest.mark.skipif(not hyperscan_available(), reason="hyperscan not importable")
-BACKENDS = ["aho-corasick", pytest.param("hyperscan", marks=needs_hyperscan)]
+from tests.unit.rule_backends import BACKENDS, HYPERSCAN_BACKENDS, NATIVE, needs_hyperscan, needs_native
 
 
 @cache
@@ -45,10 +42,10 @@ def test_evaluate_many_equals_evaluate_one_by_one(backend: str) -> None:
     assert all(f.segment_ids == [] for f in many[2])  # no text: metadata findings only
 
 
-@needs_hyperscan
-def test_both_back_ends_agree_on_a_batch() -> None:
+@pytest.mark.parametrize("backend", HYPERSCAN_BACKENDS)
+def test_back_ends_agree_on_a_batch(backend: str) -> None:
     transcripts = [transcript_from_turns(turns) for turns in CALLS if turns]
-    hs = engine("hyperscan").evaluate_many(transcripts, [META] * len(transcripts))
+    hs = engine(backend).evaluate_many(transcripts, [META] * len(transcripts))
     ac = engine("aho-corasick").evaluate_many(transcripts, [META] * len(transcripts))
     assert [[f.model_dump() for f in call] for call in hs] == [[f.model_dump() for f in call] for call in ac]
 
@@ -84,16 +81,18 @@ rules:
 
 
 @needs_hyperscan
+@needs_native
 def test_narrow_regexes_agree_with_python_re() -> None:
     pack = load_rule_pack(NARROW_PACK)
     hs, ac = RuleEngine(pack, "hyperscan"), RuleEngine(pack, "aho-corasick")
+    native = RuleEngine(pack, NATIVE)
     narrow = hs._matcher._narrow  # type: ignore[attr-defined]
     assert sorted(narrow.exprs) == sorted(
         i.pattern.id for i in hs._compiled.infos if i.label in ("欠.{0,3}钱", "a.{0,2}b")
     )
     texts = ["你欠我们的钱", "欠了很多很多钱", "usb 接口", "sb 一个", "大骗子们", "call me", "axxb ab", "滚蛋", "a\nb"]
     calls = [transcript_from_turns([("agent", t), ("customer", t)]) for t in texts]
-    assert hs.evaluate_many(calls) == ac.evaluate_many(calls)
+    assert hs.evaluate_many(calls) == ac.evaluate_many(calls) == native.evaluate_many(calls)
     found = {f.evidence for call in hs.evaluate_many(calls) for f in call}
     assert {"欠我们的钱", "sb", "call me", "axxb ab", "滚蛋"} <= found  # two hits in one turn: one finding
     assert "欠了很多很多钱" not in found and "usb" not in found

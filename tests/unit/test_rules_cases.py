@@ -12,14 +12,10 @@ import yaml
 
 from callqc.models import CallMetadata
 from callqc.rules import RuleEngine, default_pack_path, load_rule_pack, transcript_from_turns
-from callqc.rules.matcher import hyperscan_available
+from tests.unit.rule_backends import BACKENDS
 
 CASES_PATH = Path(__file__).resolve().parents[1] / "data" / "rules" / "cases.yaml"
 CASES: list[dict[str, Any]] = yaml.safe_load(CASES_PATH.read_text(encoding="utf-8"))
-BACKENDS = [
-    "aho-corasick",
-    pytest.param("hyperscan", marks=pytest.mark.skipif(not hyperscan_available(), reason="hyperscan not importable")),
-]
 
 
 @cache

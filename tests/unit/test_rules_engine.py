@@ -8,12 +8,7 @@ import pytest
 
 from callqc.models import CallMetadata, Ledger, Role, Segment, Transcript, Word
 from callqc.rules import RuleEngine, default_pack_path, load_rule_pack, transcript_from_turns
-from callqc.rules.matcher import hyperscan_available
-
-BACKENDS = [
-    "aho-corasick",
-    pytest.param("hyperscan", marks=pytest.mark.skipif(not hyperscan_available(), reason="hyperscan not importable")),
-]
+from tests.unit.rule_backends import BACKENDS, HYPERSCAN_BACKENDS
 
 
 @cache
@@ -172,21 +167,24 @@ _PARITY_CALLS = [
 ]
 
 
-@pytest.mark.skipif(not hyperscan_available(), reason="hyperscan not importable")
-def test_both_matchers_give_the_same_findings() -> None:
+@pytest.mark.parametrize("backend", HYPERSCAN_BACKENDS)
+def test_matchers_give_the_same_findings(backend: str) -> None:
     meta = CallMetadata(attempts_today=3, ledger=Ledger(amount_due=35000, overdue_days=30), outsourced=True)
     for turns in _PARITY_CALLS:
         transcript = transcript_from_turns(turns)
-        hs = [f.model_dump() for f in engine("hyperscan").evaluate(transcript, meta)]
+        hs = [f.model_dump() for f in engine(backend).evaluate(transcript, meta)]
         ac = [f.model_dump() for f in engine("aho-corasick").evaluate(transcript, meta)]
         assert hs == ac
         assert len(hs) >= 3
 
 
-def test_auto_backend_falls_back_to_aho_corasick_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
-    from callqc.rules import matcher
+def test_auto_backend_falls_back_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
+    from callqc.rules import native
 
-    monkeypatch.setattr(matcher, "hyperscan_available", lambda: False)
+    monkeypatch.setattr(native, "native_available", lambda: False)
+    if native.hyperscan_available():
+        assert RuleEngine(load_rule_pack(default_pack_path())).backend == "hyperscan"
+    monkeypatch.setattr(native, "hyperscan_available", lambda: False)
     fallback = RuleEngine(load_rule_pack(default_pack_path()))
     assert fallback.backend == "aho-corasick"
     assert _by_rule(fallback.evaluate(transcript_from_turns([("agent", "你就是个老赖")])), "F03")

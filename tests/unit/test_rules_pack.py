@@ -16,7 +16,7 @@ from callqc.rules import (
     load_rule_pack,
     transcript_from_turns,
 )
-from callqc.rules.matcher import hyperscan_available
+from tests.unit.rule_backends import HYPERSCAN_BACKENDS
 
 MINIMAL = """
 version: "1.0.0"
@@ -99,11 +99,11 @@ def test_required_rule_needs_a_window() -> None:
     assert load_rule_pack(_pack_with("window: {first_s: 30}").replace("type: keyword", "type: required"))
 
 
-@pytest.mark.skipif(not hyperscan_available(), reason="hyperscan not importable")
-def test_pattern_the_matcher_refuses_is_named_at_compile_time() -> None:
+@pytest.mark.parametrize("backend", HYPERSCAN_BACKENDS)
+def test_pattern_the_matcher_refuses_is_named_at_compile_time(backend: str) -> None:
     pack = load_rule_pack(_pack_with("regexes: [ok, 'ba{0,100000}']"))  # valid for Python re
     with pytest.raises(RulePackError, match=r"rule X01: pattern 2 is not supported by the matcher: Bounded repeat"):
-        RuleEngine(pack, backend="hyperscan")
+        RuleEngine(pack, backend=backend)
 
 
 def test_rule_defaults() -> None:

@@ -1,0 +1,204 @@
+"""The recall scan in C (every Hyperscan database of a pack and the hit validation in one native call),
+and the choice of matcher back-end.
+
+``callqc/rules/_recall.c`` is built against the system Hyperscan (Debian's ``libhyperscan-dev``) when
+the package is installed; without it the engine falls back to the Python binding (``matcher.py``).
+The Python binding calls back into Python for every match, and its per-call scans and the numpy
+validation around them cost three times the scan itself; here Python only decides which pattern goes
+into which database, and the C core lays out the batch, scans, validates and groups hits by call.
+
+Databases (all block mode, literals as bytes, regexes in UTF-8 + caseless mode):
+
+* ``plain``: every plain pattern, over the plain layer;
+* ``phon``: every phonetic pattern, over the phonetic layer;
+* ``narrow``: plain regexes that run faster over the one-byte-per-character layer (layers.py);
+* one SOM_LEFTMOST database per regex whose start is needed, run only over the few characters before
+  each of its hits (start-of-match tracking over the whole text made the scan 3-4x slower).
+
+``first_only`` patterns are scanned with the rest (no per-call scans): the core keeps the first
+agent-side hit per call, after validation, so a first hit that fails a word-boundary check does not
+hide a later one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from callqc.rules.batch import PatternFlags, Recall
+from callqc.rules.context import CallText
+from callqc.rules.layers import NarrowAlphabet
+from callqc.rules.matcher import (
+    AhoCorasickMatcher,
+    HyperscanMatcher,
+    Matcher,
+    MatcherError,
+    Pattern,
+    hyperscan_available,
+    regex_start_of,
+    regex_start_pattern,
+)
+
+try:
+    from callqc.rules import _recall
+except ImportError:  # built only where libhyperscan-dev was installed
+    _recall = None
+
+_PHONETIC, _BOUND_LEFT, _BOUND_RIGHT, _END_ONLY, _FIRST_ONLY = 1, 2, 4, 8, 16  # as in _recall.c
+
+
+def native_available() -> bool:
+    return _recall is not None
+
+
+@lru_cache(maxsize=64)
+def _database(
+    exprs: tuple[bytes, ...], ids: tuple[int, ...], flags: tuple[int, ...], som: bool = False, vectored: bool = False
+) -> object:
+    """Compile once per distinct pattern set (a reload of the same pack reuses it; cores only read it)."""
+    assert _recall is not None
+    return _recall.Database(list(exprs), list(ids), list(flags), som, vectored)
+
+
+class NativeMatcher:
+    """Recall of a batch of calls by the C core; ``recall(calls)`` returns what ``BatchText.recall`` does."""
+
+    backend = "hyperscan-native"
+
+    def __init__(self, patterns: list[Pattern], flags: PatternFlags) -> None:
+        if _recall is None:
+            raise RuntimeError("the native recall core is not built (install libhyperscan-dev, then make setup)")
+        self._flags = flags
+        caseless_utf8 = _recall.FLAG_UTF8 | _recall.FLAG_CASELESS
+        rest = [p for p in patterns if not p.first_only]
+        plain = [p for p in rest if not p.phonetic]
+        narrow = NarrowAlphabet({p.id: p.expr for p in plain if not p.literal})
+        narrow_db = None
+        if narrow.exprs:
+            try:
+                narrow_db = _database(
+                    tuple(narrow.exprs.values()), tuple(narrow.exprs), (_recall.FLAG_CASELESS,) * len(narrow.exprs)
+                )
+            except _recall.CompileError:  # a construct the rewrite got wrong: keep them all in UTF-8 mode
+                narrow = NarrowAlphabet({})
+        plain_db = self._compile([p for p in plain if p.id not in narrow.exprs], caseless_utf8)
+        phon_db = self._compile([p for p in rest if p.phonetic], caseless_utf8)
+        first = [p for p in patterns if p.first_only]
+        first_db = self._compile(first, caseless_utf8, _recall.FLAG_SINGLEMATCH, vectored=True)
+        size = max((p.id for p in patterns), default=-1) + 1
+        som: list[object | None] = [None] * size
+        back = np.zeros(size, dtype=np.int64)
+        self._python_start: dict[int, tuple[re.Pattern[str], int]] = {}  # regexes Hyperscan has no SOM database for
+        for p in patterns:
+            if p.literal or not p.needs_start:
+                continue
+            found = regex_start_pattern(p.expr)
+            back[p.id] = found[1]
+            if p.id in narrow.exprs:
+                expr, flag = narrow.exprs[p.id], _recall.FLAG_CASELESS
+            else:
+                expr, flag = p.expr.encode("utf-8"), caseless_utf8
+            try:
+                som[p.id] = _database((expr,), (p.id,), (flag,), True)
+            except _recall.CompileError:
+                self._python_start[p.id] = found
+        self._python_start_mask = np.zeros(max(size, 1), dtype=bool)
+        self._python_start_mask[list(self._python_start)] = True
+        lit_chars = np.ones(size, dtype=np.int64)
+        pattern_flags = np.zeros(size, dtype=np.uint8)
+        for p in patterns:
+            if p.literal:
+                lit_chars[p.id] = len(p.expr)
+            pattern_flags[p.id] = (
+                _PHONETIC * p.phonetic
+                | _BOUND_LEFT * bool(flags.bound_left[p.id])
+                | _BOUND_RIGHT * bool(flags.bound_right[p.id])
+                | _END_ONLY * (not p.needs_start)
+                | _FIRST_ONLY * p.first_only
+            )
+        self._has_phonetic = any(p.phonetic for p in patterns)
+        self._core = _recall.Core(
+            plain_db,
+            phon_db,
+            narrow_db,
+            first_db,
+            som,
+            lit_chars.tobytes(),
+            flags.byte_len[:size].astype(np.int64).tobytes() if size else b"",
+            back.tobytes(),
+            pattern_flags.tobytes(),
+            narrow.table.tobytes() if narrow_db is not None else None,
+        )
+
+    @staticmethod
+    def _compile(patterns: list[Pattern], regex_flags: int, extra: int = 0, vectored: bool = False) -> object | None:
+        if not patterns:
+            return None
+        exprs = tuple(p.expr.encode("utf-8") if not p.literal else _escaped(p.expr) for p in patterns)
+        flags = tuple((0 if p.literal else regex_flags) | extra for p in patterns)
+        try:
+            return _database(exprs, tuple(p.id for p in patterns), flags, vectored=vectored)
+        except _recall.CompileError as exc:  # type: ignore[union-attr]
+            index, reason = exc.args
+            raise MatcherError(patterns[index].id if index >= 0 else -1, reason) from None
+
+    def recall(self, calls: Sequence[CallText]) -> Recall:
+        """One native scan of a batch of normalised calls → validated candidate hits per call."""
+        n = len(calls)
+        phons = [c.phonetic_text for c in calls] if self._has_phonetic else None
+        agent = np.fromiter((c.agent_chars for c in calls), dtype=np.int64, count=n)
+        columns = self._core.recall([c.text for c in calls], phons, agent.tobytes())
+        call, pid, slot, start, end, layer = (np.frombuffer(col, dtype=np.int64) for col in columns)
+        if self._python_start and len(pid):
+            call, pid, slot, start, end = self._python_starts(calls, call, pid, slot, start, end, layer)
+        orders = [c.order if len(c.order) else _NO_SEGMENT for c in calls]
+        seg = np.concatenate(orders)[slot] if n else slot
+        return Recall(
+            call=call,
+            pattern=pid,
+            seg=seg,
+            start=start,
+            end=end,
+            phonetic=self._flags.phonetic[pid],
+            bounds=np.searchsorted(call, np.arange(n + 1)),
+        )
+
+    def _python_starts(self, calls: Sequence[CallText], *cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Starts of regex hits Hyperscan could not build a SOM database for, found by Python ``re``."""
+        call, pid, slot, start, end, layer = cols
+        start = start.copy()
+        for row in np.flatnonzero(self._python_start_mask[pid]).tolist():
+            c = calls[int(call[row])]
+            text = c.phonetic_text if layer[row] == 1 else c.text
+            start[row] = regex_start_of(text, self._python_start[int(pid[row])], int(end[row]))
+        keep = end > start
+        return call[keep], pid[keep], slot[keep], start[keep], end[keep]
+
+
+_NO_SEGMENT = np.array([-1], dtype=np.int64)
+
+
+def _escaped(literal: str) -> bytes:
+    return re.escape(literal).encode("utf-8")
+
+
+BACKENDS = ("auto", NativeMatcher.backend, HyperscanMatcher.backend, AhoCorasickMatcher.backend)
+
+
+def build_matcher(patterns: list[Pattern], backend: str, flags: PatternFlags) -> Matcher | NativeMatcher:
+    """``backend``: one of ``BACKENDS``; ``auto`` takes the first that is installed, in that order."""
+    if backend == "auto":
+        if native_available():
+            backend = NativeMatcher.backend
+        else:
+            backend = HyperscanMatcher.backend if hyperscan_available() else AhoCorasickMatcher.backend
+    if backend == NativeMatcher.backend:
+        return NativeMatcher(patterns, flags)
+    if backend == HyperscanMatcher.backend:
+        return HyperscanMatcher(patterns)
+    if backend == AhoCorasickMatcher.backend:
+        return AhoCorasickMatcher(patterns)
+    raise ValueError(f"unknown matcher backend {backend!r}")

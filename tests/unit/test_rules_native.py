@@ -1,0 +1,127 @@
+"""The native recall core (callqc/rules/_recall.c): the same hits as the Python back-ends, and bad input refused."""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callqc.rules import RuleEngine, default_pack_path, load_rule_pack, transcript_from_turns
+from callqc.rules.batch import Recall
+from callqc.rules.context import CallText
+from tests.unit.rule_backends import NATIVE, needs_hyperscan, needs_native
+
+pytestmark = needs_native
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
+
+
+@cache
+def engine(backend: str) -> RuleEngine:
+    return RuleEngine(load_rule_pack(default_pack_path()), backend=backend)
+
+
+@cache
+def corpus() -> list[CallText]:
+    import bench_rules
+
+    calls = bench_rules.make_corpus(0.15, seed=11)
+    return [engine(NATIVE).prepare(c.transcript) for c in calls]
+
+
+def rows(recall: Recall) -> set[tuple[int, ...]]:
+    """Every hit as (call, pattern, segment, start, end, phonetic)."""
+    found: set[tuple[int, ...]] = set()
+    for k in range(len(recall.bounds) - 1):
+        found.update((k, *row) for row in zip(*recall.rows_of(k), strict=True))
+    return found
+
+
+@needs_hyperscan
+@pytest.mark.parametrize("batch", [1, 7, 256])
+def test_native_recall_equals_the_python_binding(batch: int) -> None:
+    calls = corpus()
+    native, python = engine(NATIVE), engine("hyperscan")
+    for i in range(0, len(calls), batch):
+        part = calls[i : i + batch]
+        got, want = native.recall(part), python.recall(part)
+        assert rows(got) == rows(want)
+        assert got.bounds.tolist() == want.bounds.tolist()
+    assert sum(len(native.recall(calls[i : i + 256])) for i in range(0, len(calls), 256)) > 1000
+
+
+def test_whole_layer_patterns_agree_with_aho_corasick() -> None:
+    """Aho-Corasick + Python re report every hit; the native core the same, except repeats of first-use patterns."""
+    calls = corpus()[:60]
+    native, ac = rows(engine(NATIVE).recall(calls)), rows(engine("aho-corasick").recall(calls))
+    first = {i.pattern.id for i in engine(NATIVE)._compiled.infos if i.pattern.first_only}
+    assert {r for r in native if r[1] not in first} == {r for r in ac if r[1] not in first}
+    assert {r for r in native if r[1] in first} <= ac
+
+
+def test_offsets_count_characters_of_every_width() -> None:
+    """Latin-1, CJK and astral characters before a hit: offsets are characters of the normalised text."""
+    turns = [
+        ("agent", "café 😀😀 你这个老赖"),  # 2-byte, 4-byte and 3-byte characters before the phrase
+        ("agent", "naïve usb sb 滚"),  # an English phrase needs word boundaries
+        ("customer", "𠀀𠀁 我不想活了"),
+    ]
+    calls = [engine(NATIVE).prepare(transcript_from_turns(turns))] * 3
+    got = rows(engine(NATIVE).recall(calls))
+    assert got == rows(engine("aho-corasick").recall(calls))
+    texts = {(k, start, end): calls[k].text[start:end] for k, _, _, start, end, _ in got}
+    assert "老赖" in texts.values() and "不想活" in "".join(texts.values())
+
+
+def test_an_empty_batch_and_calls_without_text() -> None:
+    native = engine(NATIVE)
+    empty = native.recall([])
+    assert len(empty) == 0 and empty.bounds.tolist() == [0]
+    calls = [native.prepare(transcript_from_turns([])), native.prepare(transcript_from_turns([("agent", "老赖")]))]
+    recall = native.recall(calls)
+    assert recall.bounds[1] == 0 and recall.bounds[2] >= 1
+
+
+def test_regex_starts_without_a_start_of_match_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When Hyperscan cannot build a SOM database for a regex, Python ``re`` finds its starts: same hits."""
+    from callqc.rules import _recall, native
+
+    compile_database = native._database
+
+    def no_som(exprs: tuple[bytes, ...], ids: tuple[int, ...], flags: tuple[int, ...], som: bool = False, **kw: bool):
+        if som:
+            raise _recall.CompileError(0, "Pattern is too large.")
+        return compile_database(exprs, ids, flags, som, **kw)
+
+    monkeypatch.setattr(native, "_database", no_som)
+    fallback = RuleEngine(load_rule_pack(default_pack_path()), backend=NATIVE)
+    assert fallback._matcher._python_start  # every regex whose start is needed
+    calls = corpus()[:80]
+    assert rows(fallback.recall(calls)) == rows(engine(NATIVE).recall(calls))
+
+
+def test_bad_input_is_refused_with_a_clear_error() -> None:
+    core = engine(NATIVE)._matcher._core
+    agent = np.zeros(1, dtype=np.int64).tobytes()
+    with pytest.raises(TypeError, match="call texts must be str"):
+        core.recall([b"bytes"], ["x"], agent)
+    with pytest.raises(ValueError, match="phonetic text must keep"):
+        core.recall(["逾期"], ["逾"], agent)
+    with pytest.raises(ValueError, match="phonetic text must keep"):
+        core.recall(["逾期"], ["逾a"], agent)  # same length, another UTF-8 width
+    with pytest.raises(ValueError, match="agent_chars"):
+        core.recall(["逾期"], ["逾期"], b"")
+    with pytest.raises(ValueError, match="phons are required"):
+        core.recall(["逾期"], None, agent)
+    assert len(core.recall(["逾期"], ["逾期"], agent)) == 6  # still usable afterwards
+
+
+def test_compile_error_names_the_expression() -> None:
+    from callqc.rules import _recall
+
+    with pytest.raises(_recall.CompileError) as caught:
+        _recall.Database([b"ok", b"a{0,100000}b"], [0, 1], [0, 0])
+    index, reason = caught.value.args
+    assert index == 1 and "Bounded repeat" in reason
