@@ -366,7 +366,8 @@ def _layout_floor(engine: RuleEngine, batches: list[list[CallText]], sizes: list
 
     def run(batch: list[CallText]) -> None:
         agent = np.array([c.agent_chars for c in batch], dtype=np.int64).tobytes()
-        core.recall([c.text for c in batch], [c.phonetic_text for c in batch] if phonetic else None, agent)
+        phons = [c.phonetic_text for c in batch] if phonetic else None
+        core.recall([c.text for c in batch], phons, agent, [c.order for c in batch])
 
     return _best_mbps(run, batches, sizes, t, r)
 

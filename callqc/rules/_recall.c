@@ -168,6 +168,53 @@ static int on_start(unsigned int id, unsigned long long from, unsigned long long
     return 0;
 }
 
+/* One batch laid out: UTF-8 layers joined by SEP, and where every slot (segment) and call starts. */
+typedef struct {
+    Py_ssize_t ncalls, nslots, slot_cap;
+    size_t plain_cap, phon_cap, narrow_cap, calls_cap; /* the buffers are kept from batch to batch */
+    int with_phon, with_narrow;                        /* this batch has a phonetic / narrow layer */
+    char *plain, *phon;
+    uint8_t *narrow;
+    int64_t nbytes, nchars;
+    int64_t *slot_byte, *slot_char, *slot_call; /* start of every slot; [nslots]: one past the end */
+    int64_t *calls;                             /* the five per-call arrays below, in one block */
+    int64_t *call_byte, *call_char;             /* start of every call; [ncalls]: one past the end */
+    int64_t *call_slot;                         /* first slot of every call */
+    int64_t *agent;                             /* characters of each call's agent side */
+    int64_t *agent_byte;                        /* ... and its UTF-8 length */
+} Layout;
+
+static void layout_free(Layout *l) {
+    PyMem_Free(l->plain);
+    PyMem_Free(l->phon);
+    PyMem_Free(l->narrow);
+    PyMem_Free(l->slot_byte);
+    PyMem_Free(l->slot_char);
+    PyMem_Free(l->slot_call);
+    PyMem_Free(l->calls);
+}
+
+/* At least `need` bytes in *buf (a reused buffer: its content is not kept); -1 when out of memory. */
+static int room(void *buf, size_t *cap, size_t need) {
+    void **p = buf;
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need) c *= 2;
+    PyMem_Free(*p);
+    if (!(*p = PyMem_Malloc(c))) {
+        *cap = 0;
+        PyErr_NoMemory();
+        return -1;
+    }
+    *cap = c;
+    return 0;
+}
+
+/* A validated hit; `slot` becomes the transcript segment on output. */
+typedef struct {
+    int64_t call, pid, slot, start, end, layer;
+} Hit;
+
 /* ---------------------------------------------------------------- Core */
 
 typedef struct {
@@ -180,6 +227,13 @@ typedef struct {
     uint8_t *flags;
     uint8_t *narrow_table; /* byte of every code point in the narrow layer (0x110000) or NULL */
     hs_scratch_t *scratch;
+    /* buffers reused from batch to batch (the GIL is held: one batch at a time) */
+    Layout ws;
+    RawList raw;
+    Hit *hits, *sorted;
+    size_t hits_cap, sorted_cap, per_call_cap;
+    int64_t *per_call;
+    int64_t *first_call; /* per pattern: the last call a first-use hit was kept for */
 } Core;
 
 static void Core_dealloc(Core *self) {
@@ -194,6 +248,12 @@ static void Core_dealloc(Core *self) {
     PyMem_Free(self->flags);
     PyMem_Free(self->narrow_table);
     if (self->scratch) hs_free_scratch(self->scratch);
+    layout_free(&self->ws);
+    PyMem_Free(self->raw.v);
+    PyMem_Free(self->hits);
+    PyMem_Free(self->sorted);
+    PyMem_Free(self->per_call);
+    PyMem_Free(self->first_call);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -263,6 +323,10 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
     if (!(self->byte_len = copy_buffer(blen, 8 * n, "byte_len"))) return -1;
     if (!(self->back = copy_buffer(back, 8 * n, "back"))) return -1;
     if (!(self->flags = copy_buffer(flags, n, "flags"))) return -1;
+    if (!(self->first_call = PyMem_Malloc((n ? n : 1) * 8))) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (table != Py_None && !(self->narrow_table = copy_buffer(table, 0x110000, "narrow_table"))) return -1;
     if (narrow != Py_None && !self->narrow_table) {
         PyErr_SetString(PyExc_ValueError, "a narrow database needs a narrow_table");
@@ -273,31 +337,6 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
     for (Py_ssize_t k = 0; k < n; k++)
         if (grow_scratch(self, PyList_GET_ITEM(som, k))) return -1;
     return 0;
-}
-
-/* One batch laid out: UTF-8 layers joined by SEP, and where every slot (segment) and call starts. */
-typedef struct {
-    Py_ssize_t ncalls, nslots, slot_cap;
-    char *plain, *phon;
-    uint8_t *narrow;
-    int64_t nbytes, nchars;
-    int64_t *slot_byte, *slot_char, *slot_call; /* start of every slot; [nslots]: one past the end */
-    int64_t *call_byte, *call_char;             /* start of every call; [ncalls]: one past the end */
-    int64_t *agent;                             /* characters of each call's agent side */
-    int64_t *agent_byte;                        /* ... and its UTF-8 length */
-} Layout;
-
-static void layout_free(Layout *l) {
-    PyMem_Free(l->plain);
-    PyMem_Free(l->phon);
-    PyMem_Free(l->narrow);
-    PyMem_Free(l->slot_byte);
-    PyMem_Free(l->slot_char);
-    PyMem_Free(l->slot_call);
-    PyMem_Free(l->call_byte);
-    PyMem_Free(l->call_char);
-    PyMem_Free(l->agent);
-    PyMem_Free(l->agent_byte);
 }
 
 /* Room for one more slot (and the end marker); -1 when out of memory. */
@@ -465,6 +504,7 @@ static int encode_layer(Layout *l, PyObject *texts, char *out, const uint8_t *ta
         if (record) {
             l->call_char[k] = chars;
             l->call_byte[k] = w.o - out;
+            l->call_slot[k] = l->nslots;
             if (open_slot(l, w.o - out, chars, k) < 0) goto nomem;
         } else if (l->call_char[k] != chars || l->call_byte[k] != w.o - out ||
                    l->call_char[k + 1] - 1 - chars != len) {
@@ -528,25 +568,35 @@ static inline int64_t count_leads(const uint8_t *b, int64_t lo, int64_t hi) {
 
 static int layout_build(Layout *l, PyObject *texts, PyObject *phons, const uint8_t *table, PyObject *agent) {
     Py_ssize_t n = l->ncalls = PyList_GET_SIZE(texts);
+    l->nslots = 0;
     int64_t cap = capacity(texts, n, "call texts");
     int64_t phon_cap = phons != Py_None ? capacity(phons, n, "phonetic texts") : 0;
     if (cap < 0 || phon_cap < 0) return -1;
-    if (!(l->agent = copy_buffer(agent, 8 * n, "agent_chars"))) return -1;
-    l->plain = PyMem_Malloc(cap);
-    l->call_byte = PyMem_Malloc((n + 1) * 8);
-    l->call_char = PyMem_Malloc((n + 1) * 8);
-    l->agent_byte = PyMem_Malloc((n + 1) * 8);
-    if (!l->plain || !l->call_byte || !l->call_char || !l->agent_byte) goto nomem;
-    if (table && !(l->narrow = PyMem_Malloc(cap))) goto nomem;
+    Py_buffer view;
+    if (PyObject_GetBuffer(agent, &view, PyBUF_SIMPLE) < 0) return -1;
+    int bad = view.len != 8 * n;
+    if (bad) PyErr_Format(PyExc_ValueError, "agent_chars: %zd bytes, expected %zd", view.len, 8 * n);
+    if (!bad && room(&l->calls, &l->calls_cap, 5 * 8 * (size_t)(n + 1)) == 0) {
+        l->call_byte = l->calls;
+        l->call_char = l->calls + (n + 1);
+        l->call_slot = l->calls + 2 * (n + 1);
+        l->agent = l->calls + 3 * (n + 1);
+        l->agent_byte = l->calls + 4 * (n + 1);
+        memcpy(l->agent, view.buf, 8 * n);
+    } else {
+        bad = 1;
+    }
+    PyBuffer_Release(&view);
+    l->with_phon = phons != Py_None;
+    l->with_narrow = table != NULL;
+    if (bad || room(&l->plain, &l->plain_cap, cap) < 0) return -1;
+    if (table && room(&l->narrow, &l->narrow_cap, cap) < 0) return -1;
     if (encode_layer(l, texts, l->plain, table, 1) < 0) return -1;
     if (phons != Py_None) {
-        if (!(l->phon = PyMem_Malloc(phon_cap))) goto nomem;
+        if (room(&l->phon, &l->phon_cap, phon_cap) < 0) return -1;
         if (encode_layer(l, phons, l->phon, NULL, 0) < 0) return -1;
     }
     return 0;
-nomem:
-    PyErr_NoMemory();
-    return -1;
 }
 
 /* Characters before byte offset `pos` (a character boundary) of the UTF-8 layers, counted from the
@@ -582,10 +632,6 @@ static inline Py_ssize_t slot_of(const int64_t *starts, Py_ssize_t nslots, Py_ss
 static inline int is_alnum(uint8_t c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
-
-typedef struct {
-    int64_t call, pid, slot, start, end, layer;
-} Hit;
 
 /* Leftmost start (character offset) of pattern pid's match ending at `end`; `end` when none is found. */
 __attribute__((noinline)) static int find_start(Core *self, const Layout *l, const Raw *r, int64_t end_char, int64_t slot_char,
@@ -639,9 +685,9 @@ __attribute__((noinline)) static int scan_first(Core *self, const Layout *l, Raw
         f.base = l->call_byte[k];
         /* the plain part keeps the separator after it, so no match runs on into the phonetic part */
         f.head = n + 1 < l->nbytes - f.base ? n + 1 : l->nbytes - f.base;
-        const char *parts[2] = {l->plain + f.base, l->phon ? l->phon + f.base : NULL};
+        const char *parts[2] = {l->plain + f.base, l->with_phon ? l->phon + f.base : NULL};
         unsigned lengths[2] = {(unsigned)f.head, (unsigned)n};
-        hs_error_t rc = hs_scan_vector(db, parts, lengths, l->phon ? 2 : 1, 0, self->scratch, on_first, &f);
+        hs_error_t rc = hs_scan_vector(db, parts, lengths, l->with_phon ? 2 : 1, 0, self->scratch, on_first, &f);
         if (raw->failed) return -1;
         if (rc != HS_SUCCESS) {
             PyErr_Format(PyExc_RuntimeError, "hs_scan_vector failed (%d)", rc);
@@ -659,69 +705,84 @@ static PyObject *column(const Hit *hits, Py_ssize_t n, size_t field) {
     return out;
 }
 
-/* recall(texts: list[str], phons: list[str] | None, agent_chars: bytes (int64 per call))
- * -> (call, pattern, slot, start, end, layer): int64 columns as bytes, rows grouped by call (in scan
- * order within a call); start/end are character offsets in the call's text, slot a batch-wide index. */
+/* The transcript segment of every kept hit: orders[k][slot - first slot of call k] (-1 past its end). */
+static int segments_of(const Layout *l, PyObject *orders, Hit *hits, Py_ssize_t n) {
+    Py_ssize_t k = -1;
+    Py_buffer view = {0};
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (hits[i].call != k) { /* hits are grouped by call */
+            if (view.obj) PyBuffer_Release(&view);
+            k = hits[i].call;
+            if (PyObject_GetBuffer(PyList_GET_ITEM(orders, k), &view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+            if (view.itemsize != 8 && view.len) {
+                PyBuffer_Release(&view);
+                PyErr_SetString(PyExc_TypeError, "segment orders must be int64 arrays");
+                return -1;
+            }
+        }
+        int64_t local = hits[i].slot - l->call_slot[k];
+        hits[i].slot = local < view.len / 8 ? ((const int64_t *)view.buf)[local] : -1;
+    }
+    if (view.obj) PyBuffer_Release(&view);
+    return 0;
+}
+
+/* recall(texts: list[str], phons: list[str] | None, agent_chars: bytes (int64 per call), orders: list)
+ * -> (call, pattern, segment, start, end, layer): int64 columns as bytes, rows grouped by call (in scan
+ * order within a call); start/end are character offsets in the call's text; `orders` holds each call's
+ * transcript index of its segments in text order (an int64 array, empty for a call without segments). */
 static PyObject *Core_recall(Core *self, PyObject *args) {
-    PyObject *texts, *phons, *agent;
-    if (!PyArg_ParseTuple(args, "O!OO", &PyList_Type, &texts, &phons, &agent)) return NULL;
+    PyObject *texts, *phons, *agent, *orders;
+    if (!PyArg_ParseTuple(args, "O!OOO!", &PyList_Type, &texts, &phons, &agent, &PyList_Type, &orders)) return NULL;
     if (!self->lit_chars) {
         PyErr_SetString(PyExc_RuntimeError, "Core is not initialised");
         return NULL;
     }
-    if (phons != Py_None && (!PyList_Check(phons) || PyList_GET_SIZE(phons) != PyList_GET_SIZE(texts))) {
-        PyErr_SetString(PyExc_ValueError, "phons must be None or a list as long as texts");
+    Py_ssize_t ncalls = PyList_GET_SIZE(texts);
+    if (PyList_GET_SIZE(orders) != ncalls ||
+        (phons != Py_None && (!PyList_Check(phons) || PyList_GET_SIZE(phons) != ncalls))) {
+        PyErr_SetString(PyExc_ValueError, "phons (or None) and orders must be lists as long as texts");
         return NULL;
     }
-    if (self->phon != Py_None && phons == Py_None && PyList_GET_SIZE(texts)) {
+    if (self->phon != Py_None && phons == Py_None && ncalls) {
         PyErr_SetString(PyExc_ValueError, "this pack has phonetic patterns: phons are required");
         return NULL;
     }
-    Layout l = {0};
-    RawList raw = {0};
-    Hit *hits = NULL, *sorted = NULL;
-    int64_t *first_call = NULL, *per_call = NULL;
-    PyObject *result = NULL;
+    Layout *l = &self->ws;
+    RawList *raw = &self->raw;
+    raw->n = 0;
+    raw->failed = 0;
     const uint8_t *table = self->narrow != Py_None ? self->narrow_table : NULL;
-    if (layout_build(&l, texts, phons, table, agent) < 0) goto done;
+    if (layout_build(l, texts, phons, table, agent) < 0) return NULL;
     struct {
         PyObject *db;
         const char *data;
         int64_t len;
         int layer;
-    } scans[3] = {{self->plain, l.plain, l.nbytes, L_PLAIN},
-                  {self->phon, l.phon, l.nbytes, L_PHON},
-                  {self->narrow, (const char *)l.narrow, l.nchars, L_NARROW}};
+    } scans[3] = {{self->plain, l->plain, l->nbytes, L_PLAIN},
+                  {self->phon, l->with_phon ? l->phon : NULL, l->nbytes, L_PHON},
+                  {self->narrow, l->with_narrow ? (const char *)l->narrow : NULL, l->nchars, L_NARROW}};
     for (int k = 0; k < 3; k++) {
         if (!db_of(scans[k].db) || !scans[k].data || !scans[k].len) continue;
-        raw.layer = scans[k].layer;
+        raw->layer = scans[k].layer;
         hs_error_t rc = hs_scan(db_of(scans[k].db), scans[k].data, (unsigned)scans[k].len, 0, self->scratch,
-                                on_match, &raw);
-        if (raw.failed) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        if (rc != HS_SUCCESS) {
-            PyErr_Format(PyExc_RuntimeError, "hs_scan failed (%d)", rc);
-            goto done;
-        }
+                                on_match, raw);
+        if (raw->failed) return PyErr_NoMemory();
+        if (rc != HS_SUCCESS) return PyErr_Format(PyExc_RuntimeError, "hs_scan failed (%d)", rc);
     }
-    if (db_of(self->first) && scan_first(self, &l, &raw) < 0) {
-        if (raw.failed) PyErr_NoMemory();
-        goto done;
-    }
-    hits = PyMem_Malloc((raw.n ? raw.n : 1) * sizeof(Hit));
-    first_call = PyMem_Malloc((self->npat ? self->npat : 1) * 8);
-    per_call = PyMem_Calloc(l.ncalls + 1, 8);
-    if (!hits || !first_call || !per_call) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    if (db_of(self->first) && scan_first(self, l, raw) < 0) return raw->failed ? PyErr_NoMemory() : NULL;
+    if (room(&self->hits, &self->hits_cap, (raw->n + 1) * sizeof(Hit)) < 0 ||
+        room(&self->sorted, &self->sorted_cap, (raw->n + 1) * sizeof(Hit)) < 0 ||
+        room(&self->per_call, &self->per_call_cap, (ncalls + 1) * 8) < 0)
+        return NULL;
+    Hit *hits = self->hits, *sorted = self->sorted;
+    int64_t *first_call = self->first_call, *per_call = self->per_call;
+    memset(per_call, 0, (ncalls + 1) * 8);
     for (Py_ssize_t p = 0; p < self->npat; p++) first_call[p] = -1;
     Py_ssize_t kept = 0, near_byte = 0, near_char = 0;
-    const uint8_t *bytes = (const uint8_t *)l.plain;
-    for (size_t i = 0; i < raw.n; i++) {
-        const Raw *r = &raw.v[i];
+    const uint8_t *bytes = (const uint8_t *)l->plain;
+    for (size_t i = 0; i < raw->n; i++) {
+        const Raw *r = &raw->v[i];
         if (r->pid < 0 || r->pid >= self->npat || r->end <= 0) continue;
         uint8_t f = self->flags[r->pid];
         if (r->layer == L_PHON && !(f & F_PHONETIC)) continue; /* plain patterns count in plain text only */
@@ -729,71 +790,57 @@ static PyObject *Core_recall(Core *self, PyObject *args) {
         Py_ssize_t slot;
         if (r->layer == L_NARROW) {
             end = r->end;
-            slot = near_char = slot_of(l.slot_char, l.nslots, near_char, end - 1);
+            slot = near_char = slot_of(l->slot_char, l->nslots, near_char, end - 1);
         } else {
             end_byte = r->end;
-            slot = near_byte = slot_of(l.slot_byte, l.nslots, near_byte, end_byte - 1);
-            end = char_at(&l, slot, end_byte);
+            slot = near_byte = slot_of(l->slot_byte, l->nslots, near_byte, end_byte - 1);
+            end = char_at(l, slot, end_byte);
         }
-        int64_t slot_start = l.slot_char[slot], slot_end = l.slot_char[slot + 1] - 1;
+        int64_t slot_start = l->slot_char[slot], slot_end = l->slot_char[slot + 1] - 1;
+        int64_t call = l->slot_call[slot], base = l->call_char[call];
+        if (end > slot_end) continue; /* runs past its segment */
+        if ((f & F_FIRST_ONLY) && (end - base > l->agent[call] || first_call[r->pid] == call)) continue;
         int64_t start;
         if (f & F_END_ONLY) {
             start = end - 1;
         } else if (db_of(PyList_GET_ITEM(self->som, r->pid))) {
-            if (find_start(self, &l, r, end, slot_start, l.slot_byte[slot], &start) < 0) {
-                PyErr_SetString(PyExc_RuntimeError, "hs_scan failed (start of match)");
-                goto done;
-            }
+            if (find_start(self, l, r, end, slot_start, l->slot_byte[slot], &start) < 0)
+                return PyErr_Format(PyExc_RuntimeError, "hs_scan failed (start of match)");
         } else {
             start = end - self->lit_chars[r->pid];
         }
-        if (end <= start || start < slot_start || end > slot_end) continue; /* inside one segment */
+        if (end <= start || start < slot_start) continue; /* inside one segment */
         if ((f & (F_BOUND_LEFT | F_BOUND_RIGHT)) && end_byte >= 0) {
             int64_t start_byte = end_byte - self->byte_len[r->pid];
             if ((f & F_BOUND_LEFT) && start_byte > 0 && is_alnum(bytes[start_byte - 1])) continue;
-            if ((f & F_BOUND_RIGHT) && end_byte < l.nbytes && is_alnum(bytes[end_byte])) continue;
+            if ((f & F_BOUND_RIGHT) && end_byte < l->nbytes && is_alnum(bytes[end_byte])) continue;
         }
-        int64_t call = l.slot_call[slot];
-        int64_t base = l.call_char[call];
-        if (f & F_FIRST_ONLY) { /* one per call and pattern, on the agent side */
-            if (end - base > l.agent[call] || first_call[r->pid] == call) continue;
-            first_call[r->pid] = call;
-        }
+        if (f & F_FIRST_ONLY) first_call[r->pid] = call; /* one per call and pattern, on the agent side */
         hits[kept++] = (Hit){call, r->pid, slot, start - base, end - base, r->layer == L_PHON ? L_PHON : L_PLAIN};
         per_call[call + 1]++;
     }
     /* group by call, keeping scan order within a call (counting sort) */
-    for (Py_ssize_t k = 0; k < l.ncalls; k++) per_call[k + 1] += per_call[k];
-    if (!(sorted = PyMem_Malloc((kept ? kept : 1) * sizeof(Hit)))) {
-        PyErr_NoMemory();
-        goto done;
-    }
+    for (Py_ssize_t k = 0; k < ncalls; k++) per_call[k + 1] += per_call[k];
     for (Py_ssize_t i = 0; i < kept; i++) sorted[per_call[hits[i].call]++] = hits[i];
-    result = PyTuple_New(6);
-    if (!result) goto done;
+    if (segments_of(l, orders, sorted, kept) < 0) return NULL;
+    PyObject *result = PyTuple_New(6);
+    if (!result) return NULL;
     size_t fields[6] = {offsetof(Hit, call),  offsetof(Hit, pid), offsetof(Hit, slot),
                         offsetof(Hit, start), offsetof(Hit, end), offsetof(Hit, layer)};
     for (int k = 0; k < 6; k++) {
         PyObject *col = column(sorted, kept, fields[k]);
         if (!col) {
-            Py_CLEAR(result);
-            goto done;
+            Py_DECREF(result);
+            return NULL;
         }
         PyTuple_SET_ITEM(result, k, col);
     }
-done:
-    layout_free(&l);
-    PyMem_Free(raw.v);
-    PyMem_Free(hits);
-    PyMem_Free(sorted);
-    PyMem_Free(first_call);
-    PyMem_Free(per_call);
     return result;
 }
 
 static PyMethodDef Core_methods[] = {
     {"recall", (PyCFunction)Core_recall, METH_VARARGS,
-     "recall(texts, phons, agent_chars) -> (call, pattern, slot, start, end, layer) int64 columns as bytes"},
+     "recall(texts, phons, agent_chars, orders) -> (call, pattern, segment, start, end, layer) int64 columns"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -150,12 +150,10 @@ class NativeMatcher:
         n = len(calls)
         phons = [c.phonetic_text for c in calls] if self._has_phonetic else None
         agent = np.fromiter((c.agent_chars for c in calls), dtype=np.int64, count=n)
-        columns = self._core.recall([c.text for c in calls], phons, agent.tobytes())
-        call, pid, slot, start, end, layer = (np.frombuffer(col, dtype=np.int64) for col in columns)
+        columns = self._core.recall([c.text for c in calls], phons, agent.tobytes(), [c.order for c in calls])
+        call, pid, seg, start, end, layer = (np.frombuffer(col, dtype=np.int64) for col in columns)
         if self._python_start and len(pid):
-            call, pid, slot, start, end = self._python_starts(calls, call, pid, slot, start, end, layer)
-        orders = [c.order if len(c.order) else _NO_SEGMENT for c in calls]
-        seg = np.concatenate(orders)[slot] if n else slot
+            call, pid, seg, start, end = self._python_starts(calls, call, pid, seg, start, end, layer)
         return Recall(
             call=call,
             pattern=pid,
@@ -168,17 +166,14 @@ class NativeMatcher:
 
     def _python_starts(self, calls: Sequence[CallText], *cols: np.ndarray) -> tuple[np.ndarray, ...]:
         """Starts of regex hits Hyperscan could not build a SOM database for, found by Python ``re``."""
-        call, pid, slot, start, end, layer = cols
+        call, pid, seg, start, end, layer = cols
         start = start.copy()
         for row in np.flatnonzero(self._python_start_mask[pid]).tolist():
             c = calls[int(call[row])]
             text = c.phonetic_text if layer[row] == 1 else c.text
             start[row] = regex_start_of(text, self._python_start[int(pid[row])], int(end[row]))
         keep = end > start
-        return call[keep], pid[keep], slot[keep], start[keep], end[keep]
-
-
-_NO_SEGMENT = np.array([-1], dtype=np.int64)
+        return call[keep], pid[keep], seg[keep], start[keep], end[keep]
 
 
 def _escaped(literal: str) -> bytes:

@@ -104,18 +104,20 @@ def test_regex_starts_without_a_start_of_match_database(monkeypatch: pytest.Monk
 
 def test_bad_input_is_refused_with_a_clear_error() -> None:
     core = engine(NATIVE)._matcher._core
-    agent = np.zeros(1, dtype=np.int64).tobytes()
+    agent, order = np.zeros(1, dtype=np.int64).tobytes(), [np.zeros(1, dtype=np.int64)]
     with pytest.raises(TypeError, match="call texts must be str"):
-        core.recall([b"bytes"], ["x"], agent)
+        core.recall([b"bytes"], ["x"], agent, order)
     with pytest.raises(ValueError, match="phonetic text must keep"):
-        core.recall(["逾期"], ["逾"], agent)
+        core.recall(["逾期"], ["逾"], agent, order)
     with pytest.raises(ValueError, match="phonetic text must keep"):
-        core.recall(["逾期"], ["逾a"], agent)  # same length, another UTF-8 width
+        core.recall(["逾期"], ["逾a"], agent, order)  # same length, another UTF-8 width
     with pytest.raises(ValueError, match="agent_chars"):
-        core.recall(["逾期"], ["逾期"], b"")
+        core.recall(["逾期"], ["逾期"], b"", order)
     with pytest.raises(ValueError, match="phons are required"):
-        core.recall(["逾期"], None, agent)
-    assert len(core.recall(["逾期"], ["逾期"], agent)) == 6  # still usable afterwards
+        core.recall(["逾期"], None, agent, order)
+    with pytest.raises(ValueError, match="as long as texts"):
+        core.recall(["逾期"], ["逾期"], agent, [])
+    assert len(core.recall(["逾期"], ["逾期"], agent, order)) == 6  # still usable afterwards
 
 
 def test_compile_error_names_the_expression() -> None:
