@@ -26,6 +26,7 @@ enum {
     F_BOUND_RIGHT = 4,  /* ... ending with one */
     F_END_ONLY = 8,     /* callers only use the end: start is end - 1 */
     F_FIRST_ONLY = 16,  /* only the first agent-side hit in a call is needed */
+    F_REVERSED = 32,    /* its start database is the regex reversed and anchored, not a SOM one */
 };
 enum { L_PLAIN = 0, L_PHON = 1, L_NARROW = 2 };
 #define SEP '\n'
@@ -159,6 +160,17 @@ typedef struct {
     unsigned long long want, best;
 } StartSearch;
 
+/* a reversed regex over the text before an end, read backwards: its longest match is the leftmost start */
+static int on_reversed(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
+                       void *ctx) {
+    (void)id;
+    (void)from;
+    (void)flags;
+    unsigned long long *longest = ctx;
+    if (to > *longest) *longest = to;
+    return 0;
+}
+
 static int on_start(unsigned int id, unsigned long long from, unsigned long long to, unsigned int flags,
                     void *ctx) {
     (void)id;
@@ -219,7 +231,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *plain, *phon, *narrow, *first, *som; /* Database or None; som: Database or None per pattern */
+    PyObject *plain, *phon, *narrow, *first, *starts; /* Database or None; starts: one per pattern or None */
     Py_ssize_t npat;
     int64_t *lit_chars; /* characters of a literal (1 for a regex) */
     int64_t *byte_len;  /* UTF-8 bytes of a literal */
@@ -241,7 +253,7 @@ static void Core_dealloc(Core *self) {
     Py_XDECREF(self->phon);
     Py_XDECREF(self->narrow);
     Py_XDECREF(self->first);
-    Py_XDECREF(self->som);
+    Py_XDECREF(self->starts);
     PyMem_Free(self->lit_chars);
     PyMem_Free(self->byte_len);
     PyMem_Free(self->back);
@@ -288,16 +300,17 @@ static int grow_scratch(Core *self, PyObject *o) {
     return 0;
 }
 
-/* Core(plain, phon, narrow, first, som, lit_chars, byte_len, back, flags, narrow_table)
+/* Core(plain, phon, narrow, first, starts, lit_chars, byte_len, back, flags, narrow_table)
  * first: the vectored database of first-only patterns (SINGLEMATCH), scanned per call over its agent side.
- * som: one Database (SOM_LEFTMOST, the pattern alone) or None per pattern id; the int64 arrays and
+ * starts: per pattern id, the Database its starts are found with (F_REVERSED: reversed and anchored,
+ * else SOM_LEFTMOST; the pattern alone) or None; the int64 arrays and
  * the uint8 flags are indexed by pattern id; narrow_table: 0x110000 bytes or None. */
 static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"plain", "phon", "narrow", "first", "som", "lit_chars", "byte_len", "back", "flags",
+    static char *kwlist[] = {"plain", "phon", "narrow", "first", "starts", "lit_chars", "byte_len", "back", "flags",
                              "narrow_table", NULL};
-    PyObject *plain, *phon, *narrow, *first, *som, *lit, *blen, *back, *flags, *table;
+    PyObject *plain, *phon, *narrow, *first, *starts, *lit, *blen, *back, *flags, *table;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!OOOOO", kwlist, &plain, &phon, &narrow, &first, &PyList_Type,
-                                     &som, &lit, &blen, &back, &flags, &table))
+                                     &starts, &lit, &blen, &back, &flags, &table))
         return -1;
     if (check_db(plain, "plain") || check_db(phon, "phon") || check_db(narrow, "narrow") || check_db(first, "first"))
         return -1;
@@ -305,9 +318,9 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_RuntimeError, "Core is already initialised");
         return -1;
     }
-    Py_ssize_t n = PyList_GET_SIZE(som);
+    Py_ssize_t n = PyList_GET_SIZE(starts);
     for (Py_ssize_t k = 0; k < n; k++)
-        if (check_db(PyList_GET_ITEM(som, k), "som entry")) return -1;
+        if (check_db(PyList_GET_ITEM(starts, k), "starts entry")) return -1;
     self->npat = n;
     Py_INCREF(plain);
     self->plain = plain;
@@ -317,8 +330,8 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
     self->narrow = narrow;
     Py_INCREF(first);
     self->first = first;
-    Py_INCREF(som);
-    self->som = som;
+    Py_INCREF(starts);
+    self->starts = starts;
     if (!(self->lit_chars = copy_buffer(lit, 8 * n, "lit_chars"))) return -1;
     if (!(self->byte_len = copy_buffer(blen, 8 * n, "byte_len"))) return -1;
     if (!(self->back = copy_buffer(back, 8 * n, "back"))) return -1;
@@ -335,7 +348,7 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
     if (grow_scratch(self, plain) || grow_scratch(self, phon) || grow_scratch(self, narrow) || grow_scratch(self, first))
         return -1;
     for (Py_ssize_t k = 0; k < n; k++)
-        if (grow_scratch(self, PyList_GET_ITEM(som, k))) return -1;
+        if (grow_scratch(self, PyList_GET_ITEM(starts, k))) return -1;
     return 0;
 }
 
@@ -633,23 +646,49 @@ static inline int is_alnum(uint8_t c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-/* Leftmost start (character offset) of pattern pid's match ending at `end`; `end` when none is found. */
-__attribute__((noinline)) static int find_start(Core *self, const Layout *l, const Raw *r, int64_t end_char, int64_t slot_char,
+#define MAX_BACK 64 /* characters a start is looked for before an end (regex_start_pattern's cap) */
+
+/* Leftmost start (character offset) of pattern pid's match ending at `end` (`end` when none is found),
+ * within `back` characters and the hit's slot: by the reversed regex over those characters read
+ * backwards (F_REVERSED), else by a SOM_LEFTMOST database over them. */
+static int find_start(Core *self, const Layout *l, const Raw *r, int64_t end_char, int64_t slot_char,
                       int64_t slot_byte, int64_t *start) {
-    hs_database_t *db = db_of(PyList_GET_ITEM(self->som, r->pid));
-    int64_t back = self->back[r->pid];
+    hs_database_t *db = db_of(PyList_GET_ITEM(self->starts, r->pid));
+    int64_t back = self->back[r->pid] < MAX_BACK ? self->back[r->pid] : MAX_BACK;
+    int reversed = self->flags[r->pid] & F_REVERSED;
     StartSearch s = {0, ~0ULL};
+    unsigned long long longest = 0;
+    char window[4 * MAX_BACK];
     if (r->layer == L_NARROW) {
-        int64_t lo = end_char - back > slot_char ? end_char - back : slot_char;
-        s.want = (unsigned long long)(end_char - lo);
-        if (hs_scan(db, (const char *)l->narrow + lo, (unsigned)(end_char - lo), 0, self->scratch, on_start, &s) !=
-            HS_SUCCESS)
-            return -1;
-        *start = s.best == ~0ULL ? end_char : lo + (int64_t)s.best;
-        return 0;
+        int64_t lo = end_char - back > slot_char ? end_char - back : slot_char, n = end_char - lo;
+        const char *text = (const char *)l->narrow + lo;
+        hs_error_t rc;
+        if (reversed) {
+            for (int64_t k = 0; k < n; k++) window[k] = text[n - 1 - k];
+            rc = hs_scan(db, window, (unsigned)n, 0, self->scratch, on_reversed, &longest);
+            *start = end_char - (int64_t)longest;
+        } else {
+            s.want = (unsigned long long)n;
+            rc = hs_scan(db, text, (unsigned)n, 0, self->scratch, on_start, &s);
+            *start = s.best == ~0ULL ? end_char : lo + (int64_t)s.best;
+        }
+        return rc == HS_SUCCESS ? 0 : -1;
     }
     const char *layer = r->layer == L_PHON ? l->phon : l->plain;
     const uint8_t *b = (const uint8_t *)l->plain; /* same widths in both layers */
+    if (reversed) { /* the characters before the end, last first (each keeps its bytes in order) */
+        int64_t pos = r->end, n = 0;
+        for (int64_t k = 0; k < back && pos > slot_byte; k++) {
+            int64_t from = pos - 1;
+            while (from > slot_byte && (b[from] & 0xC0) == 0x80) from--;
+            memcpy(window + n, layer + from, pos - from);
+            n += pos - from;
+            pos = from;
+        }
+        if (hs_scan(db, window, (unsigned)n, 0, self->scratch, on_reversed, &longest) != HS_SUCCESS) return -1;
+        *start = end_char - count_leads((const uint8_t *)window, 0, (int64_t)longest);
+        return 0;
+    }
     int64_t lo = r->end;
     for (int64_t k = 0; k < back && lo > slot_byte; k++)
         do lo--;
@@ -676,7 +715,7 @@ static int on_first(unsigned int id, unsigned long long from, unsigned long long
     return push(f->raw, (int32_t)id, t <= f->head ? L_PLAIN : L_PHON, f->base + (t <= f->head ? t : t - f->head));
 }
 
-__attribute__((noinline)) static int scan_first(Core *self, const Layout *l, RawList *raw) {
+static int scan_first(Core *self, const Layout *l, RawList *raw) {
     hs_database_t *db = db_of(self->first);
     FirstScan f = {raw, 0, 0};
     for (Py_ssize_t k = 0; k < l->ncalls; k++) {
@@ -803,7 +842,7 @@ static PyObject *Core_recall(Core *self, PyObject *args) {
         int64_t start;
         if (f & F_END_ONLY) {
             start = end - 1;
-        } else if (db_of(PyList_GET_ITEM(self->som, r->pid))) {
+        } else if (db_of(PyList_GET_ITEM(self->starts, r->pid))) {
             if (find_start(self, l, r, end, slot_start, l->slot_byte[slot], &start) < 0)
                 return PyErr_Format(PyExc_RuntimeError, "hs_scan failed (start of match)");
         } else {

@@ -41,13 +41,14 @@ from callqc.rules.matcher import (
     regex_start_of,
     regex_start_pattern,
 )
+from callqc.rules.reverse import reverse_regex
 
 try:
     from callqc.rules import _recall
 except ImportError:  # built only where libhyperscan-dev was installed
     _recall = None
 
-_PHONETIC, _BOUND_LEFT, _BOUND_RIGHT, _END_ONLY, _FIRST_ONLY = 1, 2, 4, 8, 16  # as in _recall.c
+_PHONETIC, _BOUND_LEFT, _BOUND_RIGHT, _END_ONLY, _FIRST_ONLY, _REVERSED = 1, 2, 4, 8, 16, 32  # as in _recall.c
 
 
 def native_available() -> bool:
@@ -89,20 +90,29 @@ class NativeMatcher:
         first = [p for p in patterns if p.first_only]
         first_db = self._compile(first, caseless_utf8, _recall.FLAG_SINGLEMATCH, vectored=True)
         size = max((p.id for p in patterns), default=-1) + 1
-        som: list[object | None] = [None] * size
+        starts: list[object | None] = [None] * size  # per regex whose start is needed: how to find it
+        reversed_ids: set[int] = set()
         back = np.zeros(size, dtype=np.int64)
-        self._python_start: dict[int, tuple[re.Pattern[str], int]] = {}  # regexes Hyperscan has no SOM database for
+        self._python_start: dict[int, tuple[re.Pattern[str], int]] = {}  # no Hyperscan database for these
         for p in patterns:
             if p.literal or not p.needs_start:
                 continue
             found = regex_start_pattern(p.expr)
             back[p.id] = found[1]
-            if p.id in narrow.exprs:
-                expr, flag = narrow.exprs[p.id], _recall.FLAG_CASELESS
-            else:
-                expr, flag = p.expr.encode("utf-8"), caseless_utf8
+            in_narrow = p.id in narrow.exprs
+            flag = _recall.FLAG_CASELESS if in_narrow else caseless_utf8
+            forward = narrow.exprs[p.id].decode("ascii") if in_narrow else p.expr
+            backward = reverse_regex(forward, narrow=in_narrow)
             try:
-                som[p.id] = _database((expr,), (p.id,), (flag,), True)
+                if backward is None:
+                    raise _recall.CompileError(-1, "not reversible")
+                starts[p.id] = _database((f"^(?:{backward})".encode(),), (p.id,), (flag,))
+                reversed_ids.add(p.id)
+                continue
+            except _recall.CompileError:
+                pass
+            try:  # a start-of-match database over the characters before the end
+                starts[p.id] = _database((forward.encode(),), (p.id,), (flag,), True)
             except _recall.CompileError:
                 self._python_start[p.id] = found
         self._python_start_mask = np.zeros(max(size, 1), dtype=bool)
@@ -118,6 +128,7 @@ class NativeMatcher:
                 | _BOUND_RIGHT * bool(flags.bound_right[p.id])
                 | _END_ONLY * (not p.needs_start)
                 | _FIRST_ONLY * p.first_only
+                | _REVERSED * (p.id in reversed_ids)
             )
         self._has_phonetic = any(p.phonetic for p in patterns)
         self._core = _recall.Core(
@@ -125,7 +136,7 @@ class NativeMatcher:
             phon_db,
             narrow_db,
             first_db,
-            som,
+            starts,
             lit_chars.tobytes(),
             flags.byte_len[:size].astype(np.int64).tobytes() if size else b"",
             back.tobytes(),

@@ -84,20 +84,24 @@ def test_an_empty_batch_and_calls_without_text() -> None:
     assert recall.bounds[1] == 0 and recall.bounds[2] >= 1
 
 
-def test_regex_starts_without_a_start_of_match_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    """When Hyperscan cannot build a SOM database for a regex, Python ``re`` finds its starts: same hits."""
+@pytest.mark.parametrize("refused", ["reversed", "reversed+som"])
+def test_regex_starts_by_every_route_give_the_same_hits(monkeypatch: pytest.MonkeyPatch, refused: str) -> None:
+    """A regex's start comes from its reversed regex; where Hyperscan refuses that, from a start-of-match
+    database; where it refuses both, from Python ``re``. All three give the same hits."""
     from callqc.rules import _recall, native
 
     compile_database = native._database
 
-    def no_som(exprs: tuple[bytes, ...], ids: tuple[int, ...], flags: tuple[int, ...], som: bool = False, **kw: bool):
-        if som:
+    def refusing(exprs: tuple[bytes, ...], ids: tuple[int, ...], flags: tuple[int, ...], som: bool = False, **kw):
+        if exprs[0].startswith(b"^(?:") or (som and refused == "reversed+som"):
             raise _recall.CompileError(0, "Pattern is too large.")
         return compile_database(exprs, ids, flags, som, **kw)
 
-    monkeypatch.setattr(native, "_database", no_som)
+    monkeypatch.setattr(native, "_database", refusing)
     fallback = RuleEngine(load_rule_pack(default_pack_path()), backend=NATIVE)
-    assert fallback._matcher._python_start  # every regex whose start is needed
+    if refused == "reversed+som":
+        assert fallback._matcher._python_start
+    assert not engine(NATIVE)._matcher._python_start  # by default every start comes from a reversed regex
     calls = corpus()[:80]
     assert rows(fallback.recall(calls)) == rows(engine(NATIVE).recall(calls))
 
