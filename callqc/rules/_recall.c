@@ -400,8 +400,10 @@ static int have_sse41;
 /* pshufb masks that pick each half's (4 characters) UTF-8 bytes out of the b0/b1 pairs and the b2
  * bytes of 8 characters, by which of the 4 are 3-byte characters; and how many bytes that makes. */
 static uint8_t pair_shuffle[2][16][16], last_shuffle[2][16][16], half_bytes[16];
+static uint8_t bits8[256]; /* set bits of a byte (no popcnt instruction assumed) */
 
 static void build_shuffles(void) {
+    for (int b = 1; b < 256; b++) bits8[b] = (uint8_t)(bits8[b >> 1] + (b & 1));
     for (int half = 0; half < 2; half++)
         for (int mask = 0; mask < 16; mask++) {
             int out = 0;
@@ -422,7 +424,7 @@ static void build_shuffles(void) {
 /* Eight UCS-2 characters, each ASCII or a 3-byte character (Chinese text: almost every block), as UTF-8
  * at `o` (16 bytes of slack are written past the end); NULL when one needs 2 bytes. `three` and `seps`
  * receive which of the 8 are 3-byte characters and which are SEP. */
-__attribute__((target("sse4.1"))) static char *encode8(const Py_UCS2 *src, char *o, unsigned *three,
+__attribute__((target("sse4.1"))) static inline char *encode8(const Py_UCS2 *src, char *o, unsigned *three,
                                                       unsigned *seps) {
     __m128i v = _mm_loadu_si128((const __m128i *)src);
     __m128i is3 = _mm_cmpeq_epi16(_mm_max_epu16(v, _mm_set1_epi16(0x800)), v);
@@ -459,8 +461,9 @@ typedef struct {
 } Writer;
 
 /* Characters [from, to) of `s` (a str) as UTF-8 (and narrow bytes); on the plain pass every SEP opens
- * a slot. */
-static void encode_span(Writer *w, PyObject *s, Py_ssize_t from, Py_ssize_t to) {
+ * a slot. `simd`: blocks of eight UCS-2 characters go through encode8 (compiled into an SSE4.1 copy). */
+static inline __attribute__((always_inline)) void encode_span_with(Writer *w, PyObject *s, Py_ssize_t from,
+                                                                  Py_ssize_t to, int simd) {
     int kind = PyUnicode_KIND(s);
     const void *data = PyUnicode_DATA(s);
     char *o = w->o;
@@ -468,13 +471,15 @@ static void encode_span(Writer *w, PyObject *s, Py_ssize_t from, Py_ssize_t to) 
     Py_ssize_t i = from;
     while (i < to) {
 #ifdef SIMD_ENCODER
-        if (kind == PyUnicode_2BYTE_KIND && !nw && have_sse41) {
+        if (simd && kind == PyUnicode_2BYTE_KIND) {
             unsigned three, seps;
             char *next;
             while (i + 8 <= to && (next = encode8((const Py_UCS2 *)data + i, o, &three, &seps))) {
+                if (nw)
+                    for (int j = 0; j < 8; j++) *nw++ = w->table[((const Py_UCS2 *)data)[i + j]];
                 for (; w->record && seps; seps &= seps - 1) { /* a slot opens after each SEP */
                     unsigned j = (unsigned)__builtin_ctz(seps) + 1;
-                    int64_t byte = (o - w->out) + j + 2 * __builtin_popcount(three & ((1u << j) - 1));
+                    int64_t byte = (o - w->out) + j + 2 * bits8[three & ((1u << j) - 1)];
                     if (open_slot(w->l, byte, w->call_char + i + j, w->call) < 0) {
                         w->failed = 1;
                         return;
@@ -499,6 +504,23 @@ static void encode_span(Writer *w, PyObject *s, Py_ssize_t from, Py_ssize_t to) 
     }
     w->o = o;
     w->nw = nw;
+}
+
+#ifdef SIMD_ENCODER
+__attribute__((target("sse4.1"))) static void encode_span_sse41(Writer *w, PyObject *s, Py_ssize_t from,
+                                                               Py_ssize_t to) {
+    encode_span_with(w, s, from, to, 1);
+}
+#endif
+
+static void encode_span(Writer *w, PyObject *s, Py_ssize_t from, Py_ssize_t to) {
+#ifdef SIMD_ENCODER
+    if (have_sse41) {
+        encode_span_sse41(w, s, from, to);
+        return;
+    }
+#endif
+    encode_span_with(w, s, from, to, 0);
 }
 
 /* Encode one layer; the plain pass (record != 0) also records calls, slots, agent sides and the narrow

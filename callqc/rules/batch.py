@@ -85,6 +85,8 @@ class Recall:
     def per_rule(self, flags: PatternFlags) -> tuple[np.ndarray, np.ndarray]:
         """``(hit row, rule index)`` for every rule each hit feeds (vectorised)."""
         lo, hi = flags.target_ptr[self.pattern], flags.target_ptr[self.pattern + 1]
+        if not len(lo) or (hi - lo).max() == 1:  # every hit feeds one rule (the usual case)
+            return np.arange(len(lo)), flags.target_rule[lo]
         rows = np.repeat(np.arange(len(self.pattern)), hi - lo)
         offsets = np.arange(len(rows)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo)
         return rows, flags.target_rule[np.repeat(lo, hi - lo) + offsets]

@@ -214,6 +214,7 @@ class HyperscanMatcher(Matcher):
             utf8 = np.ones(len(pid), dtype=bool)
             utf8[cut_narrow:cut_first] = False
             end[utf8] = plain.chars(end_byte[utf8])
+            end_byte[~utf8] = _byte_offsets(plain.text)[end[~utf8]]
         else:
             end = plain.chars(end_byte)  # both UTF-8 layers have one layout
         start = end - self._literal_chars[pid]  # a regex gets end - 1 until its start is found

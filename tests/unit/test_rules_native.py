@@ -131,3 +131,43 @@ def test_compile_error_names_the_expression() -> None:
         _recall.Database([b"ok", b"a{0,100000}b"], [0, 1], [0, 0])
     index, reason = caught.value.args
     assert index == 1 and "Bounded repeat" in reason
+
+
+RANDOM_PACK = """
+version: "0.1.0"
+rules:
+  - id: N01
+    name: 随机
+    type: keyword
+    severity: S1
+    category: prohibited
+    scope: any
+    negation: false
+    phrases: [老赖, sb, café, 𠀀好, 逾期]
+    regexes: ['欠.{0,3}钱', 'x\\d+y']
+"""
+
+
+def test_random_text_of_every_width_gives_the_aho_corasick_hits() -> None:
+    """Segments mixing ASCII, 2-, 3- and 4-byte characters around the phrases: the native core's layout
+    (its SSE encoder, slots, offsets) gives Aho-Corasick's hits, batch after batch."""
+    import random
+
+    pack = load_rule_pack(RANDOM_PACK)
+    native, ac = RuleEngine(pack, NATIVE), RuleEngine(pack, "aho-corasick")
+    rng = random.Random(5)
+    pieces = ["老赖", "sb", "café", "𠀀好", "逾期", "欠我钱", "x12y", "a", "é", "中", "😀", "1", " ", "ü文"]
+    found = 0
+    for _ in range(20):
+        calls = []
+        for _ in range(rng.randint(1, 9)):
+            turns = [
+                (rng.choice(["agent", "customer"]), "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))))
+                for _ in range(rng.randint(0, 6))
+            ]
+            calls.append(native.prepare(transcript_from_turns(turns)))
+        got, want = native.recall(calls), ac.recall(calls)
+        assert rows(got) == rows(want)
+        assert got.bounds.tolist() == want.bounds.tolist()
+        found += len(got)
+    assert found > 100
