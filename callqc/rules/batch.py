@@ -84,12 +84,13 @@ class Recall:
 
     def per_rule(self, flags: PatternFlags) -> tuple[np.ndarray, np.ndarray]:
         """``(hit row, rule index)`` for every rule each hit feeds (vectorised)."""
-        lo, hi = flags.target_ptr[self.pattern], flags.target_ptr[self.pattern + 1]
-        if not len(lo) or (hi - lo).max() == 1:  # every hit feeds one rule (the usual case)
+        lo = flags.target_ptr[self.pattern]
+        counts = flags.target_ptr[self.pattern + 1] - lo
+        if not len(lo) or counts.max() == 1:  # every hit feeds one rule
             return np.arange(len(lo)), flags.target_rule[lo]
-        rows = np.repeat(np.arange(len(self.pattern)), hi - lo)
-        offsets = np.arange(len(rows)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo)
-        return rows, flags.target_rule[np.repeat(lo, hi - lo) + offsets]
+        rows = np.repeat(np.arange(len(lo)), counts)
+        first_out = np.cumsum(counts) - counts  # where each hit's rules start in the output
+        return rows, flags.target_rule[np.arange(len(rows)) + np.repeat(lo - first_out, counts)]
 
 
 class BatchText:

@@ -10,8 +10,9 @@ gives each non-ASCII character the regexes mention a byte of its own (0x80-0xFF,
 them) and turns every other character into one filler byte no regex mentions. Offsets in the narrow
 layer are character offsets, so hits need no byte → character conversion either.
 
-Only regexes with a gap between single characters, whose non-ASCII characters are all written
-literally (no ranges or escapes above ASCII), qualify; the rest stay on the UTF-8 layer.
+Only regexes whose non-ASCII characters are all written literally (no ranges or escapes above ASCII)
+qualify, and of those the ones narrow mode pays off for: a gap between single characters, or no
+mandatory literal run longer than one character; the rest stay on the UTF-8 layer.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ in the layers. Plain patterns are looked for in the plain layer, phonetic patter
 layer (a hit of one in the plain layer is a real match too: representative characters are their own
 phonetic form); the engine drops plain-pattern hits in the phonetic layer.
 
-Hyperscan (literals as bytes, regexes in UTF-8 mode) where it imports; otherwise an Aho-Corasick
-automaton for the literals plus Python ``re`` for the regexes. Hyperscan uses four databases:
+The Python back-ends: Hyperscan's Python binding (literals as bytes, regexes in UTF-8 mode) where
+it imports; otherwise an Aho-Corasick automaton for the literals plus Python ``re`` for the regexes.
+Where the native core is built (native.py, ``callqc/rules/_recall.c``) it replaces both.
+The binding uses four databases:
 
 * plain and phonetic patterns, each scanned once over its whole layer (one call for the batch);
 * the plain regexes that qualify, over a one-byte-per-character view of the plain layer (layers.py);

@@ -5,19 +5,20 @@ and the choice of matcher back-end.
 the package is installed; without it the engine falls back to the Python binding (``matcher.py``).
 The Python binding calls back into Python for every match, and its per-call scans and the numpy
 validation around them cost three times the scan itself; here Python only decides which pattern goes
-into which database, and the C core lays out the batch, scans, validates and groups hits by call.
+into which database, and the C core lays out the batch (UTF-8, with an SSE4.1 encoder), scans,
+validates (segment, word boundaries, first agent-side use) and groups hits by call.
 
-Databases (all block mode, literals as bytes, regexes in UTF-8 + caseless mode):
+Databases (literals as bytes, regexes in UTF-8 + caseless mode):
 
-* ``plain``: every plain pattern, over the plain layer;
-* ``phon``: every phonetic pattern, over the phonetic layer;
+* ``plain``: the plain patterns, over the plain layer;
+* ``phon``: the phonetic patterns, over the phonetic layer;
 * ``narrow``: plain regexes that run faster over the one-byte-per-character layer (layers.py);
-* one SOM_LEFTMOST database per regex whose start is needed, run only over the few characters before
-  each of its hits (start-of-match tracking over the whole text made the scan 3-4x slower).
-
-``first_only`` patterns are scanned with the rest (no per-call scans): the core keeps the first
-agent-side hit per call, after validation, so a first hit that fails a word-boundary check does not
-hide a later one.
+* ``first``: ``first_only`` patterns with SINGLEMATCH, one vectored scan per call over its agent side
+  (plain part, then phonetic part), so a phrase said fifty times costs one match;
+* per regex whose start is needed, the regex reversed (reverse.py) and anchored, run over the
+  characters before each of its hits read backwards: its longest match is the leftmost start. Where
+  Hyperscan refuses the reversed form, a SOM_LEFTMOST database over the same characters; where it
+  refuses that too, Python ``re`` (start-of-match tracking over the whole text was 3-4x slower).
 """
 
 from __future__ import annotations
