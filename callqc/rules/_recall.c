@@ -582,6 +582,7 @@ static int64_t capacity(PyObject *texts, Py_ssize_t n, const char *what) {
             PyErr_Format(PyExc_TypeError, "%s must be str", what);
             return -1;
         }
+        if (PyUnicode_READY(s) < 0) return -1;
         int kind = PyUnicode_KIND(s);
         cap += (kind == PyUnicode_1BYTE_KIND ? 2 : kind == PyUnicode_2BYTE_KIND ? 3 : 4) * PyUnicode_GET_LENGTH(s);
     }

@@ -56,7 +56,7 @@ def native_available() -> bool:
     return _recall is not None
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=512)  # a pack has a few scan databases and one start database per regex
 def _database(
     exprs: tuple[bytes, ...], ids: tuple[int, ...], flags: tuple[int, ...], som: bool = False, vectored: bool = False
 ) -> object:
