@@ -103,18 +103,10 @@ class NativeMatcher:
             in_narrow = p.id in narrow.exprs
             flag = _recall.FLAG_CASELESS if in_narrow else caseless_utf8
             forward = narrow.exprs[p.id].decode("ascii") if in_narrow else p.expr
-            backward = reverse_regex(forward, narrow=in_narrow)
-            try:
-                if backward is None:
-                    raise _recall.CompileError(-1, "not reversible")
-                starts[p.id] = _database((f"^(?:{backward})".encode(),), (p.id,), (flag,))
+            starts[p.id], backwards = self._start_database(p.id, forward, flag, in_narrow)
+            if backwards:
                 reversed_ids.add(p.id)
-                continue
-            except _recall.CompileError:
-                pass
-            try:  # a start-of-match database over the characters before the end
-                starts[p.id] = _database((forward.encode(),), (p.id,), (flag,), True)
-            except _recall.CompileError:
+            elif starts[p.id] is None:
                 self._python_start[p.id] = found
         self._python_start_mask = np.zeros(max(size, 1), dtype=bool)
         self._python_start_mask[list(self._python_start)] = True
@@ -144,6 +136,23 @@ class NativeMatcher:
             pattern_flags.tobytes(),
             narrow.table.tobytes() if narrow_db is not None else None,
         )
+
+    @staticmethod
+    def _start_database(pid: int, forward: str, flag: int, narrow: bool) -> tuple[object | None, bool]:
+        """How a regex's starts are found: ``(database, reversed)``; ``(None, False)``: by Python ``re``.
+
+        The regex reversed and anchored where Hyperscan takes it, else a start-of-match database (both
+        run only over the characters before a hit's end)."""
+        backward = reverse_regex(forward, narrow=narrow)
+        if backward is not None:
+            try:
+                return _database((f"^(?:{backward})".encode(),), (pid,), (flag,)), True
+            except _recall.CompileError:  # type: ignore[union-attr]
+                pass
+        try:
+            return _database((forward.encode(),), (pid,), (flag,), True), False
+        except _recall.CompileError:  # type: ignore[union-attr]
+            return None, False
 
     @staticmethod
     def _compile(patterns: list[Pattern], regex_flags: int, extra: int = 0, vectored: bool = False) -> object | None:
@@ -177,7 +186,7 @@ class NativeMatcher:
         )
 
     def _python_starts(self, calls: Sequence[CallText], *cols: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Starts of regex hits Hyperscan could not build a SOM database for, found by Python ``re``."""
+        """Starts of regex hits Hyperscan has no start database for, found by Python ``re``."""
         call, pid, seg, start, end, layer = cols
         start = start.copy()
         for row in np.flatnonzero(self._python_start_mask[pid]).tolist():
