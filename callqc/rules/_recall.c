@@ -6,7 +6,8 @@
  * of a batch of calls in one call: it lays the calls' normalised text out as UTF-8 layers (plain,
  * phonetic, and the one-byte-per-character "narrow" layer), scans each with its database, collects
  * matches in C, turns byte offsets into character offsets, finds the leftmost start of regex matches
- * (one SOM_LEFTMOST database per regex, over a few characters before the end), drops hits that cross
+ * (the regex reversed and anchored, over the characters before the end read backwards; a SOM_LEFTMOST
+ * database where Hyperscan refuses the reversed form), drops hits that cross
  * a segment or touch an English word, keeps only the first agent-side hit of "first only" patterns,
  * and returns the hits grouped by call.
  *
@@ -108,7 +109,7 @@ static PyTypeObject DatabaseType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "callqc.rules._recall.Database",
     .tp_basicsize = sizeof(Database),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A compiled Hyperscan block-mode database; CompileError(index, message) names the culprit.",
+    .tp_doc = "A compiled Hyperscan database (block or vectored mode); CompileError(index, message) names the culprit.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Database_init,
     .tp_dealloc = (destructor)Database_dealloc,
@@ -128,21 +129,40 @@ typedef struct {
 
 typedef struct {
     Raw *v;
-    size_t n, cap;
+    size_t n, cap; /* cap: bytes */
     int layer;
     int failed;
 } RawList;
 
+/* At least `need` bytes in *buf, which is kept from call to call and grows by doubling; `keep`: its
+ * content is kept too (else it may be lost). -1 with MemoryError set when out of memory. */
+static int grow(void *buf, size_t *cap, size_t need, int keep) {
+    void **p = buf;
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need) c *= 2;
+    void *q;
+    if (keep) {
+        q = PyMem_Realloc(*p, c);
+    } else {
+        PyMem_Free(*p);
+        *p = NULL;
+        *cap = 0;
+        q = PyMem_Malloc(c);
+    }
+    if (!q) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
 static int push(RawList *r, int32_t pid, int32_t layer, int64_t end) {
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? 2 * r->cap : 4096;
-        Raw *v = PyMem_Realloc(r->v, cap * sizeof(Raw));
-        if (!v) {
-            r->failed = 1;
-            return 1; /* stop the scan */
-        }
-        r->v = v;
-        r->cap = cap;
+    if (grow(&r->v, &r->cap, (r->n + 1) * sizeof(Raw), 1) < 0) {
+        r->failed = 1;
+        return 1; /* stop the scan */
     }
     r->v[r->n++] = (Raw){pid, layer, end};
     return 0;
@@ -182,7 +202,8 @@ static int on_start(unsigned int id, unsigned long long from, unsigned long long
 
 /* One batch laid out: UTF-8 layers joined by SEP, and where every slot (segment) and call starts. */
 typedef struct {
-    Py_ssize_t ncalls, nslots, slot_cap;
+    Py_ssize_t ncalls, nslots;
+    size_t slot_cap;                                   /* bytes of each slot array */
     size_t plain_cap, phon_cap, narrow_cap, calls_cap; /* the buffers are kept from batch to batch */
     int with_phon, with_narrow;                        /* this batch has a phonetic / narrow layer */
     char *plain, *phon;
@@ -204,22 +225,6 @@ static void layout_free(Layout *l) {
     PyMem_Free(l->slot_char);
     PyMem_Free(l->slot_call);
     PyMem_Free(l->calls);
-}
-
-/* At least `need` bytes in *buf (a reused buffer: its content is not kept); -1 when out of memory. */
-static int room(void *buf, size_t *cap, size_t need) {
-    void **p = buf;
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 4096;
-    while (c < need) c *= 2;
-    PyMem_Free(*p);
-    if (!(*p = PyMem_Malloc(c))) {
-        *cap = 0;
-        PyErr_NoMemory();
-        return -1;
-    }
-    *cap = c;
-    return 0;
 }
 
 /* A validated hit; `slot` becomes the transcript segment on output. */
@@ -352,17 +357,16 @@ static int Core_init(Core *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-/* Room for one more slot (and the end marker); -1 when out of memory. */
+/* Room for one more slot (and the end marker) in the three slot arrays; -1 when out of memory. */
 static int reserve_slot(Layout *l) {
-    if (l->nslots + 1 < l->slot_cap) return 0;
-    Py_ssize_t cap = l->slot_cap ? 2 * l->slot_cap : 1024;
-    int64_t *a = PyMem_Realloc(l->slot_byte, cap * 8);
-    if (a) l->slot_byte = a;
-    int64_t *b = a ? PyMem_Realloc(l->slot_char, cap * 8) : NULL;
-    if (b) l->slot_char = b;
-    int64_t *c = b ? PyMem_Realloc(l->slot_call, cap * 8) : NULL;
-    if (c) l->slot_call = c;
-    if (!c) return -1;
+    size_t need = (size_t)(l->nslots + 2) * 8, cap = l->slot_cap;
+    if (need <= cap) return 0;
+    for (int k = 0; k < 3; k++) {
+        int64_t **array = k == 0 ? &l->slot_byte : k == 1 ? &l->slot_char : &l->slot_call;
+        size_t c = l->slot_cap; /* the three grow alike */
+        if (grow(array, &c, need, 1) < 0) return -1;
+        cap = c;
+    }
     l->slot_cap = cap;
     return 0;
 }
@@ -612,7 +616,7 @@ static int layout_build(Layout *l, PyObject *texts, PyObject *phons, const uint8
     if (PyObject_GetBuffer(agent, &view, PyBUF_SIMPLE) < 0) return -1;
     int bad = view.len != 8 * n;
     if (bad) PyErr_Format(PyExc_ValueError, "agent_chars: %zd bytes, expected %zd", view.len, 8 * n);
-    if (!bad && room(&l->calls, &l->calls_cap, 5 * 8 * (size_t)(n + 1)) == 0) {
+    if (!bad && grow(&l->calls, &l->calls_cap, 5 * 8 * (size_t)(n + 1), 0) == 0) {
         l->call_byte = l->calls;
         l->call_char = l->calls + (n + 1);
         l->call_slot = l->calls + 2 * (n + 1);
@@ -625,11 +629,11 @@ static int layout_build(Layout *l, PyObject *texts, PyObject *phons, const uint8
     PyBuffer_Release(&view);
     l->with_phon = phons != Py_None;
     l->with_narrow = table != NULL;
-    if (bad || room(&l->plain, &l->plain_cap, cap) < 0) return -1;
-    if (table && room(&l->narrow, &l->narrow_cap, cap) < 0) return -1;
+    if (bad || grow(&l->plain, &l->plain_cap, cap, 0) < 0) return -1;
+    if (table && grow(&l->narrow, &l->narrow_cap, cap, 0) < 0) return -1;
     if (encode_layer(l, texts, l->plain, table, 1) < 0) return -1;
     if (phons != Py_None) {
-        if (room(&l->phon, &l->phon_cap, phon_cap) < 0) return -1;
+        if (grow(&l->phon, &l->phon_cap, phon_cap, 0) < 0) return -1;
         if (encode_layer(l, phons, l->phon, NULL, 0) < 0) return -1;
     }
     return 0;
@@ -699,23 +703,21 @@ static int find_start(Core *self, const Layout *l, const Raw *r, int64_t end_cha
     }
     const char *layer = r->layer == L_PHON ? l->phon : l->plain;
     const uint8_t *b = (const uint8_t *)l->plain; /* same widths in both layers */
-    if (reversed) { /* the characters before the end, last first (each keeps its bytes in order) */
-        int64_t pos = r->end, n = 0;
-        for (int64_t k = 0; k < back && pos > slot_byte; k++) {
-            int64_t from = pos - 1;
-            while (from > slot_byte && (b[from] & 0xC0) == 0x80) from--;
+    int64_t lo = r->end; /* `back` characters before the end, not before the slot */
+    for (int64_t k = 0; k < back && lo > slot_byte; k++)
+        do lo--;
+        while (lo > slot_byte && (b[lo] & 0xC0) == 0x80);
+    if (reversed) { /* those characters, last first (each keeps its bytes in order) */
+        int64_t n = 0;
+        for (int64_t pos = r->end, from; pos > lo; pos = from) {
+            for (from = pos - 1; (b[from] & 0xC0) == 0x80; from--) continue;
             memcpy(window + n, layer + from, pos - from);
             n += pos - from;
-            pos = from;
         }
         if (hs_scan(db, window, (unsigned)n, 0, self->scratch, on_reversed, &longest) != HS_SUCCESS) return -1;
         *start = end_char - count_leads((const uint8_t *)window, 0, (int64_t)longest);
         return 0;
     }
-    int64_t lo = r->end;
-    for (int64_t k = 0; k < back && lo > slot_byte; k++)
-        do lo--;
-        while (lo > slot_byte && (b[lo] & 0xC0) == 0x80);
     s.want = (unsigned long long)(r->end - lo);
     if (hs_scan(db, layer + lo, (unsigned)(r->end - lo), 0, self->scratch, on_start, &s) != HS_SUCCESS) return -1;
     *start = s.best == ~0ULL ? end_char : end_char - count_leads(b, lo + (int64_t)s.best, r->end);
@@ -833,9 +835,9 @@ static PyObject *Core_recall(Core *self, PyObject *args) {
         if (rc != HS_SUCCESS) return PyErr_Format(PyExc_RuntimeError, "hs_scan failed (%d)", rc);
     }
     if (db_of(self->first) && scan_first(self, l, raw) < 0) return raw->failed ? PyErr_NoMemory() : NULL;
-    if (room(&self->hits, &self->hits_cap, (raw->n + 1) * sizeof(Hit)) < 0 ||
-        room(&self->sorted, &self->sorted_cap, (raw->n + 1) * sizeof(Hit)) < 0 ||
-        room(&self->per_call, &self->per_call_cap, (ncalls + 1) * 8) < 0)
+    if (grow(&self->hits, &self->hits_cap, (raw->n + 1) * sizeof(Hit), 0) < 0 ||
+        grow(&self->sorted, &self->sorted_cap, (raw->n + 1) * sizeof(Hit), 0) < 0 ||
+        grow(&self->per_call, &self->per_call_cap, (ncalls + 1) * 8, 0) < 0)
         return NULL;
     Hit *hits = self->hits, *sorted = self->sorted;
     int64_t *first_call = self->first_call, *per_call = self->per_call;
