@@ -19,13 +19,13 @@ from callqc.rules.records import CallRecord, record_to_call
 rules_app = typer.Typer(help="Compliance rule packs: validate, and check transcripts.", no_args_is_help=True)
 
 PackArg = Annotated[Path, typer.Argument(help="rule pack YAML", exists=True, dir_okay=False)]
-_BACKENDS = BACKENDS
+_BACKEND_HELP = f"matcher: {' | '.join(BACKENDS)}"
 _BATCH = 256  # calls per scan
 
 
 def _engine(pack_path: Path, backend: str) -> RuleEngine:
-    if backend not in _BACKENDS:
-        raise typer.BadParameter(f"backend must be one of {', '.join(_BACKENDS)}")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"backend must be one of {', '.join(BACKENDS)}")
     try:
         return RuleEngine(load_rule_pack(pack_path), backend=backend)
     except RulePackError as exc:
@@ -36,7 +36,7 @@ def _engine(pack_path: Path, backend: str) -> RuleEngine:
 @rules_app.command()
 def validate(
     pack: PackArg,
-    backend: Annotated[str, typer.Option(help="matcher: auto | hyperscan-native | hyperscan | aho-corasick")] = "auto",
+    backend: Annotated[str, typer.Option(help=_BACKEND_HELP)] = "auto",
 ) -> None:
     """Check a pack against the schema and compile it; exit 1 naming the rule and reason if bad."""
     engine = _engine(pack, backend)
@@ -52,7 +52,7 @@ def check(
     pack: PackArg,
     jsonl: Annotated[Path, typer.Argument(help="one call per line: call_id, language, turns, metadata")],
     as_json: Annotated[bool, typer.Option("--json", help="print findings per call as JSON")] = False,
-    backend: Annotated[str, typer.Option(help="matcher: auto | hyperscan-native | hyperscan | aho-corasick")] = "auto",
+    backend: Annotated[str, typer.Option(help=_BACKEND_HELP)] = "auto",
 ) -> None:
     """Run a pack over transcripts and print hits per rule."""
     engine = _engine(pack, backend)
